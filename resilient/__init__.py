@@ -1,0 +1,31 @@
+"""resilient: batch jobs on Redis that survive running out of memory.
+
+    @resilient.job(queue="etl", checkpoint_every=5.0)
+    def reindex(ctx, dataset): ...
+    handle = reindex.enqueue("orders"); handle.result(timeout=600)
+"""
+
+from .client import Client, default_client, set_default_client
+from .context import Context
+from .deaths import Death
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    CorruptCheckpoint,
+    JobFailed,
+    JobParked,
+    JobTimeout,
+    NoSuchJob,
+    Preempted,
+    RedisUnavailable,
+    ResilientError,
+    UnknownJob,
+)
+from .handle import JobHandle
+from .registry import JobOptions, JobSpec, job
+
+__all__ = [
+    "CheckpointError", "Client", "ConfigError", "Context", "CorruptCheckpoint", "Death", "JobFailed",
+    "JobHandle", "JobOptions", "JobParked", "JobSpec", "JobTimeout", "NoSuchJob", "Preempted",
+    "RedisUnavailable", "ResilientError", "UnknownJob", "default_client", "job", "set_default_client",
+]

@@ -1,0 +1,208 @@
+"""The `resilient` command: a thin click layer over the library (it formats; the library decides)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import report
+from .client import Client
+from .config import Settings, parse_size
+from .errors import ResilientError
+from .registry import import_job_modules, lookup
+
+
+class Group(click.Group):
+    """Every ResilientError becomes one line on stderr and exit code 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ResilientError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+def settings_of(ctx: click.Context, **overrides: Any) -> Settings:
+    return Settings.from_env(**ctx.obj, **overrides)
+
+
+@click.group(cls=Group)
+@click.option("--redis-url", envvar=["RESILIENT_REDIS_URL", "REDIS_URL"], default=None,
+              help="Redis to use (default: the embedded server under --data-dir).")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, envvar="RESILIENT_DATA_DIR",
+              help="Where the embedded server keeps its data (default ./.resilient).")
+@click.pass_context
+def main(ctx: click.Context, redis_url: str | None, data_dir: Path | None) -> None:
+    """Batch jobs on Redis that survive running out of memory."""
+    ctx.obj = {"redis_url": redis_url, "data_dir": data_dir}
+
+
+def client_of(ctx: click.Context) -> Client:
+    return Client.from_settings(settings_of(ctx))
+
+
+@main.command()
+@click.argument("modules", nargs=-1, required=True)
+@click.option("-q", "--queue", "queues", multiple=True, help="Queue to listen on (repeat); default: the "
+              "queues of the jobs in MODULES.")
+@click.option("--burst", is_flag=True, help="Drain the queues, then exit (as rq worker --burst).")
+@click.option("--name", default=None, help="Worker name (default: random, as in rq).")
+@click.option("--memory-limit", default=None, help="Memory limit, e.g. 300M (default: the cgroup's or RAM).")
+@click.option("--soft", type=float, default=None, help="Soft line, fraction of the limit (default 0.70).")
+@click.option("--hard", type=float, default=None, help="Hard line: checkpoint and step aside (0.85).")
+@click.option("--critical", type=float, default=None, help="Critical line: stop the horse (0.95).")
+@click.option("--psi-threshold", type=float, default=None, help="PSI some-avg10 %% that counts as soft (10).")
+@click.option("--shutdown-grace", type=float, default=None, help="Seconds a job gets to checkpoint on SIGTERM.")
+@click.option("--log-level", default="INFO", show_default=True)
+@click.pass_context
+def worker(ctx: click.Context, modules: tuple[str, ...], queues: tuple[str, ...], burst: bool,
+           name: str | None, memory_limit: str | None, log_level: str, **tuning: Any) -> None:
+    """Run a worker for the jobs defined in MODULES (e.g. `resilient worker myapp.jobs`)."""
+    from .worker import run_worker
+
+    limit = parse_size(memory_limit) if memory_limit else None
+    settings = settings_of(ctx, memory_limit=limit, **tuning)
+    code = run_worker(list(modules), list(queues), settings, burst=burst, name=name, log_level=log_level)
+    sys.exit(code)
+
+
+@main.group()
+def server() -> None:
+    """The embedded Redis-protocol server under --data-dir."""
+
+
+@server.command("start")
+@click.pass_context
+def server_start(ctx: click.Context) -> None:
+    from .server import ensure_server
+
+    info = ensure_server(settings_of(ctx).data_dir)
+    click.echo(f"running: {info.url} (pid {info.pid}, {info.binary}, data in {info.data_dir})")
+
+
+@server.command("stop")
+@click.pass_context
+def server_stop(ctx: click.Context) -> None:
+    from .server import stop_server
+
+    stopped = stop_server(settings_of(ctx).data_dir)
+    click.echo("stopped" if stopped else "not running")
+
+
+@server.command("status")
+@click.pass_context
+def server_status_cmd(ctx: click.Context) -> None:
+    from .server import server_status
+
+    info = server_status(settings_of(ctx).data_dir)
+    click.echo(f"running: {info.url} (pid {info.pid})" if info else "not running")
+    sys.exit(0 if info else 3)
+
+
+@main.command()
+@click.argument("name")
+@click.argument("args_json", default="[]")
+@click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments as a JSON object.")
+@click.option("--wait", "wait_s", type=float, default=None, help="Wait up to this many seconds for the result.")
+@click.pass_context
+def enqueue(ctx: click.Context, name: str, args_json: str, kwargs_json: str, wait_s: float | None) -> None:
+    """Queue a registered job by name, e.g. `resilient enqueue examples.squares.sum_squares '[1000]'`."""
+    spec = _spec_by_name(name)
+    args, kwargs = _json_arg("ARGS_JSON", args_json, list), _json_arg("--kwargs", kwargs_json, dict)
+    handle = client_of(ctx).enqueue(spec, tuple(args), kwargs)
+    click.echo(handle.id)
+    if wait_s is not None:
+        click.echo(json.dumps(handle.result(timeout=wait_s)))
+
+
+def _spec_by_name(name: str) -> Any:
+    module = name.rpartition(".")[0]
+    if module:
+        import_job_modules([module])
+    return lookup(name)
+
+
+def _json_arg(label: str, text: str, kind: type) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.UsageError(f"{label} is not valid JSON ({exc.msg}); e.g. '[1, \"a\"]'") from None
+    if not isinstance(value, kind):
+        raise click.UsageError(f"{label} must be a JSON {'array' if kind is list else 'object'}")
+    return value
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Queues, workers and running jobs with their progress."""
+    client = client_of(ctx)
+    data = report.status(client.connection, client.store)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    from .views import print_status
+
+    print_status(data)
+
+
+@main.command("inspect")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def inspect_cmd(ctx: click.Context, job_id: str, as_json: bool) -> None:
+    """A job's attempts, deaths (with evidence) and checkpoints."""
+    data = report.inspect(client_of(ctx).store, job_id)
+    if not data:
+        raise click.ClickException(f"no job {job_id}; `resilient status` lists running jobs")
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    from .views import print_inspect
+
+    print_inspect(data)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--attempts", default=10, show_default=True, help="Attempts it gets from now on.")
+@click.pass_context
+def requeue(ctx: click.Context, job_id: str, attempts: int) -> None:
+    """Give a parked or failed job another go, from its last checkpoint."""
+    from .admin import requeue_job
+
+    click.echo(requeue_job(client_of(ctx), job_id, attempts))
+
+
+@main.command()
+@click.pass_context
+def parked(ctx: click.Context) -> None:
+    """Jobs that stopped being retried, with the reason."""
+    store = client_of(ctx).store
+    entries = store.parked()
+    if not entries:
+        click.echo("no parked jobs")
+    for job_id, at_ms in entries:
+        reason = store.job_fields(job_id).get("parked_reason", "")
+        click.echo(f"{job_id}  {datetime.fromtimestamp(at_ms / 1000):%Y-%m-%d %H:%M:%S}  {reason}")
+
+
+@main.command()
+@click.option("--items", default=60, show_default=True, help="Items in the demo job.")
+@click.pass_context
+def demo(ctx: click.Context, items: int) -> None:
+    """Start the embedded server and a worker, kill the job mid-run, watch it resume."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(settings_of(ctx), items))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,70 @@
+"""Client: enqueue jobs and look them up, on one Redis connection."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import redis
+
+from .codec import encode_state
+from .config import Settings
+from .connection import open_redis
+from .handle import JobHandle
+from .registry import JobSpec
+from .rqjob import rq_queue
+from .store import Store
+
+_default: "Client | None" = None
+_default_lock = threading.Lock()
+
+
+class Client:
+    def __init__(self, connection: redis.Redis, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.connection = connection
+        self.store = Store(connection, self.settings.checkpoint_history, self.settings.event_history)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> "Client":
+        """Connect to REDIS_URL (or the embedded server when none is set); RedisUnavailable if we can't."""
+        settings = settings or Settings.from_env()
+        connection, _ = open_redis(settings)
+        return cls(connection, settings)
+
+    @classmethod
+    def from_url(cls, url: str, **settings: Any) -> "Client":
+        return cls.from_settings(Settings.from_env(redis_url=url, **settings))
+
+    def enqueue(self, spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any],
+                job_id: str | None = None) -> JobHandle:
+        """Queue one run of `spec`; arguments must be msgpack-able (CheckpointError names the bad one)."""
+        encode_state(list(args), self.settings.max_checkpoint_bytes, what="args")
+        encode_state(kwargs, self.settings.max_checkpoint_bytes, what="kwargs")
+        job_id = job_id or uuid.uuid4().hex
+        options = spec.options
+        self.store.create_job(job_id, spec.name, options.queue, options.max_attempts)
+        rq_queue(options.queue, self.connection).enqueue_call(
+            func=spec.name, args=args, kwargs=kwargs, job_id=job_id, timeout=options.timeout,
+            result_ttl=self.settings.result_ttl, failure_ttl=self.settings.result_ttl,
+        )
+        return JobHandle(job_id, self.store)
+
+    def handle(self, job_id: str) -> JobHandle:
+        return JobHandle(job_id, self.store)
+
+
+def default_client() -> Client:
+    """The client fn.enqueue() uses: made on first use from the environment, never at import."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Client.from_settings()
+        return _default
+
+
+def set_default_client(client: Client | None) -> None:
+    global _default
+    with _default_lock:
+        _default = client

@@ -1,0 +1,91 @@
+"""msgpack in and out, with limits: arguments, results and checkpoints. No pickle anywhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from .config import format_size
+from .errors import CheckpointError, CorruptCheckpoint
+
+MiB = 1024 * 1024
+DEFAULT_MAX_BYTES = 16 * MiB
+_SCALARS = (type(None), bool, int, float, str, bytes, bytearray)
+_packer_options = {"use_bin_type": True, "datetime": False}
+
+
+def encode(value: Any) -> bytes:
+    """msgpack bytes of `value`; TypeError/OverflowError/ValueError when it holds something msgpack can't."""
+    return msgpack.packb(value, **_packer_options)
+
+
+def encode_state(state: Any, max_bytes: int = DEFAULT_MAX_BYTES, what: str = "state") -> bytes:
+    """Encode a value a user handed us; CheckpointError names the offending path or the size."""
+    try:
+        data = encode(state)
+    except (TypeError, OverflowError, ValueError):
+        path, problem = find_unencodable(state, what)
+        raise CheckpointError(f"{path}: {problem}", path) from None
+    if len(data) > max_bytes:
+        raise CheckpointError(
+            f"{what} is {format_size(len(data))} encoded, above the {format_size(max_bytes)} cap "
+            "(keep less in the checkpoint, or raise max_checkpoint_bytes)",
+            what,
+        )
+    return data
+
+
+def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, key: str = "") -> Any:
+    """Decode bytes we stored; anything malformed or oversized is CorruptCheckpoint, never a crash."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise CorruptCheckpoint(f"expected bytes, found {type(data).__name__}", key)
+    if len(data) > max_bytes:
+        raise CorruptCheckpoint(f"record is {format_size(len(data))}, above the {format_size(max_bytes)} cap", key)
+    try:  # unpackb sets its length limits from len(data), which the check above bounds
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, timestamp=0)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise CorruptCheckpoint(f"not valid msgpack ({type(exc).__name__}: {exc})", key) from None
+
+
+def find_unencodable(value: Any, path: str = "state") -> tuple[str, str]:
+    """Walk `value` to the first part msgpack cannot encode: (path, what is wrong)."""
+    if isinstance(value, bool) or value is None or isinstance(value, (float, str, bytes, bytearray)):
+        return path, "is not serializable"
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**64:
+            return path, "is not serializable"
+        return path, "int is too large for msgpack (more than 64 bits)"
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            if not _encodes(item):
+                return find_unencodable(item, f"{path}[{index}]")
+        return path, "is not serializable"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not _encodes(key):
+                return f"{path} key {key!r}", f"{type(key).__name__} is not serializable as a key"
+            if not _encodes(item):
+                return find_unencodable(item, f"{path}[{key!r}]")
+        return path, "is not serializable"
+    return path, f"{type(value).__name__} is not serializable (use dict, list, str, bytes, int, float, bool, None)"
+
+
+def _encodes(value: Any) -> bool:
+    try:
+        encode(value)
+    except (TypeError, OverflowError, ValueError):
+        return False
+    return True
+
+
+class MsgpackSerializer:
+    """RQ serializer (an object with dumps/loads) built on the codec: replaces RQ's pickle default."""
+
+    @staticmethod
+    def dumps(obj: Any) -> bytes:
+        return encode(obj)
+
+    @staticmethod
+    def loads(data: bytes) -> Any:
+        return decode(bytes(data))

@@ -1,0 +1,123 @@
+"""Settings: the only place that reads the environment."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+MiB = 1024 * 1024
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": MiB, "g": 1024 * MiB, "t": 1024 * 1024 * MiB}
+
+
+def parse_size(text: str | int) -> int:
+    """'300M', '1.5GiB', '512k' or a plain byte count -> bytes."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.match(text)
+    if not match:
+        raise ConfigError(f"cannot read {text!r} as a size: use bytes or a number with K, M, G (e.g. 300M)")
+    number, unit, _ = match.groups()
+    return int(float(number) * _UNITS[unit.lower()])
+
+
+def format_size(size: int | None) -> str:
+    """Bytes as people read them: 512 B, 3.4 KiB, 298.0 MiB, 1.50 GiB."""
+    if size is None:
+        return "unknown"
+    if size < 1024:
+        return f"{size} B"
+    if size < MiB:
+        return f"{size / 1024:.1f} KiB"
+    if size < 1024 * MiB:
+        return f"{size / MiB:.1f} MiB"
+    return f"{size / (1024 * MiB):.2f} GiB"
+
+
+def parse_fraction(name: str, text: str | float) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise ConfigError(f"{name} must be a fraction between 0 and 1, got {text}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker, supervisor or client needs to know; immutable once built."""
+
+    redis_url: str | None = None  # None: use the embedded server under data_dir
+    data_dir: Path = Path(".resilient")
+    max_checkpoint_bytes: int = 16 * MiB
+    checkpoint_history: int = 10
+    event_history: int = 1000
+    shutdown_grace: float = 20.0
+    monitor_interval: float = 1.0
+    memory_limit: int | None = None
+    soft: float = 0.70
+    hard: float = 0.85
+    critical: float = 0.95
+    psi_threshold: float = 10.0
+    sample_interval: float = 0.1
+    lease_ttl: float = 10.0
+    result_ttl: int = 7 * 24 * 3600
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Defaults, then RESILIENT_* / REDIS_URL from the environment, then explicit overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        url = env.get("RESILIENT_REDIS_URL") or env.get("REDIS_URL") or _read_url_file(env)
+        if url:
+            values["redis_url"] = url
+        readers = {
+            "data_dir": Path,
+            "max_checkpoint_bytes": parse_size,
+            "checkpoint_history": int,
+            "shutdown_grace": float,
+            "memory_limit": parse_size,
+            "soft": lambda v: parse_fraction("soft", v),
+            "hard": lambda v: parse_fraction("hard", v),
+            "critical": lambda v: parse_fraction("critical", v),
+            "psi_threshold": float,
+            "lease_ttl": float,
+        }
+        for field, read in readers.items():
+            raw = env.get(f"RESILIENT_{field.upper()}")
+            if raw:
+                values[field] = _read(field, read, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values).checked()
+
+    def with_(self, **changes: Any) -> "Settings":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None}).checked()
+
+    def checked(self) -> "Settings":
+        if not self.soft < self.hard < self.critical <= 1:
+            raise ConfigError(
+                f"memory thresholds must rise: soft {self.soft} < hard {self.hard} < critical {self.critical} <= 1"
+            )
+        if self.checkpoint_history < 1:
+            raise ConfigError("checkpoint_history must be at least 1")
+        return self
+
+
+def _read(field: str, read: Any, raw: str) -> Any:
+    try:
+        return read(raw)
+    except (ValueError, ConfigError) as exc:
+        raise ConfigError(f"RESILIENT_{field.upper()}={raw!r}: {exc}") from None
+
+
+def _read_url_file(env: Mapping[str, str]) -> str | None:
+    path = env.get("REDIS_URL_FILE")
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"REDIS_URL_FILE={path}: {exc.strerror}") from None

@@ -1,0 +1,110 @@
+"""Redis connections: which URL, a client that retries with backoff, a reachability check in plain words."""
+
+from __future__ import annotations
+
+import re
+import socket
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from .errors import RedisUnavailable
+from .server import ensure_server
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+RETRIES = 10  # with the backoff below: keeps trying for ~15 s, long enough for a server restart
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 2.0
+CONNECT_TIMEOUT = 5.0
+CHECK_TIMEOUT = 5.0  # whole check: half to connect, half for the reply
+HEALTH_CHECK_INTERVAL = 30
+
+REFUSED = (
+    "connection refused — is the server running? start one or unset REDIS_URL to use the embedded server"
+)
+AUTH_FAILED = "authentication failed — check the password in REDIS_URL"
+_USERINFO_PASSWORD = re.compile(r"^([\w+.-]+://[^:@/?#]*:)[^@?#]*@")  # a raw "/" in a password too
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
+
+
+def resolve_url(settings: Settings) -> str:
+    """The configured Redis URL, or the embedded server's (started if need be) when none is set."""
+    return settings.redis_url or ensure_server(settings.data_dir).url
+
+
+def connect(url: str, *, decode_responses: bool = False) -> redis.Redis:
+    """A client for redis://, rediss:// or unix:// URLs that retries connection errors with backoff."""
+    options: dict[str, object] = {}
+    if urlsplit(url).scheme in ("redis", "rediss"):
+        options["socket_keepalive"] = True  # TCP only: unix sockets reject the option
+    return redis.Redis.from_url(
+        url,
+        decode_responses=decode_responses,
+        retry=Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), retries=RETRIES),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        **options,
+    )
+
+
+def check_reachable(client: redis.Redis, url: str) -> None:
+    """PING once, without retries (≤ ~5 s); raise RedisUnavailable with a plain reason if it fails."""
+    pool = client.connection_pool
+    kwargs = {
+        **pool.connection_kwargs,
+        "retry": Retry(NoBackoff(), 0),
+        "socket_connect_timeout": CHECK_TIMEOUT / 2,
+        "socket_timeout": CHECK_TIMEOUT / 2,
+    }
+    probe = redis.Redis.from_pool(redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+    try:
+        probe.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise RedisUnavailable(mask_password(url), _reason(exc)) from None
+    finally:
+        probe.close()
+
+
+def open_redis(settings: Settings) -> tuple[redis.Redis, str]:
+    """Resolve the URL, connect and check the server answers; returns the client and the masked URL."""
+    url = resolve_url(settings)
+    client = connect(url)
+    try:
+        check_reachable(client, url)
+    except RedisUnavailable:
+        client.close()
+        raise
+    return client, mask_password(url)
+
+
+def mask_password(url: str) -> str:
+    """The URL with any password (in the authority or a ?password= query) replaced by ***."""
+    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", url))
+
+
+def _reason(exc: BaseException) -> str:
+    """Turn a redis-py/socket error into a short reason a user can act on."""
+    cause = exc.__context__
+    text = str(exc)
+    if isinstance(exc, AuthenticationError) or (
+        isinstance(exc, ResponseError) and text.startswith(("NOAUTH", "WRONGPASS", "AUTH"))
+    ):
+        return AUTH_FAILED
+    if isinstance(exc, RedisTimeoutError) or isinstance(cause, TimeoutError):
+        return "timed out"
+    if isinstance(cause, socket.gaierror) or "Name or service not known" in text:
+        return "unknown host"
+    if isinstance(cause, ConnectionRefusedError) or "Connection refused" in text:
+        return REFUSED
+    if isinstance(cause, FileNotFoundError):
+        return "no such socket file — is the server running?"
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,141 @@
+"""The Context a running job gets: its checkpoint, the safe point ctx.save(), ctx.iterate(), pressure."""
+
+from __future__ import annotations
+
+import time
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+from .codec import decode, encode_state
+from .deaths import Death
+from .errors import Preempted, StaleAttempt
+from .registry import JobOptions
+from .store import STALE, Attempt, Checkpoint, Store
+
+PROGRESS_WRITE_INTERVAL = 1.0  # seconds between progress writes that are not part of a checkpoint
+LEVELS = ("ok", "soft", "hard", "critical")
+
+
+class MemoryWatch(Protocol):
+    """What the context needs from the memory governor."""
+
+    @property
+    def level(self) -> str: ...
+
+    def sample(self) -> str: ...
+
+
+class Context:
+    """Given to a job as its first argument. ctx.save() is the safe point: call it often, it is cheap."""
+
+    def __init__(self, attempt: Attempt, store: Store, options: JobOptions, checkpoint: Checkpoint | None,
+                 max_checkpoint_bytes: int, governor: MemoryWatch | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._attempt = attempt
+        self._store = store
+        self._interval = options.checkpoint_every
+        self._max_bytes = max_checkpoint_bytes
+        self._governor = governor
+        self._clock = clock
+        self._state = decode(checkpoint.data, max_checkpoint_bytes, key=f"checkpoint of {attempt.job_id}") \
+            if checkpoint else None
+        self.seq = checkpoint.seq if checkpoint else 0
+        self._next_due = clock() + self._interval
+        self._stop_reason: str | None = None
+        self._urgent = False
+        self._level_seen = "ok"
+        self._done: int | None = None
+        self._total: int | None = None
+        self._progress_due = 0.0
+
+    # --- what the job reads -------------------------------------------------------------------
+    @property
+    def checkpoint(self) -> Any:
+        """The state this attempt resumed from (the last ctx.save that persisted), or None."""
+        return self._state
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first run, 2 after one death, and so on."""
+        return self._attempt.attempt
+
+    @property
+    def job_id(self) -> str:
+        return self._attempt.job_id
+
+    @property
+    def previous_death(self) -> Death | None:
+        """How the previous attempt ended (cause and evidence), or None on the first attempt."""
+        record = self._attempt.last_death
+        return Death(str(record.get("cause", "unknown")), record) if record else None
+
+    @property
+    def pressure(self) -> str:
+        """'ok', 'soft' or 'hard': shrink batches when it is not 'ok'."""
+        if self._governor is None:
+            return "ok"
+        level = self._governor.level
+        return "hard" if level == "critical" else level
+
+    # --- safe points --------------------------------------------------------------------------
+    def save(self, state: Any, force: bool = False) -> None:
+        """Validate and encode `state`; persist it when due (interval, force, pressure, shutdown).
+
+        Raises CheckpointError for a state that cannot be stored, and Preempted after persisting when
+        the worker wants this attempt to step aside (memory at the hard line, or shutdown).
+        """
+        data = encode_state(state, self._max_bytes)
+        if self._governor is not None and self._governor.level != "ok":
+            self._on_pressure()
+        if force or self._urgent or self._clock() >= self._next_due:
+            self._persist(data, state)
+        if self._stop_reason is not None:
+            raise Preempted(self._stop_reason)
+
+    def iterate(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        """Yield the items not done before; saves the position after each item (the source must be
+        re-iterable and deterministic: a list, a range, a sorted listing)."""
+        state = self._state if isinstance(self._state, dict) else {}
+        position = int(state.get("position", 0))
+        total = len(iterable) if hasattr(iterable, "__len__") else None
+        for item in islice(iterable, position, None):
+            yield item
+            position += 1
+            self._done, self._total = position, total
+            self.save({"position": position})
+
+    def progress(self, done: int, total: int | None = None) -> None:
+        """Report progress (shown by status/top); written with checkpoints and about once a second."""
+        self._done, self._total = done, total
+        now = self._clock()
+        if now >= self._progress_due:
+            self._progress_due = now + PROGRESS_WRITE_INTERVAL
+            self._write(self._store.set_fields(self._attempt, done=done, total=-1 if total is None else total))
+
+    # --- worker side --------------------------------------------------------------------------
+    def request_stop(self, reason: str) -> None:
+        """Ask the job to persist at its next safe point and step aside (safe in a signal handler)."""
+        self._stop_reason = reason
+        self._urgent = True
+
+    def _on_pressure(self) -> None:
+        level = self._governor.sample() if self._governor is not None else "ok"
+        if LEVELS.index(level) > LEVELS.index(self._level_seen):
+            self._urgent = True  # a rise in level: persist at this safe point
+        self._level_seen = level
+        if level in ("hard", "critical"):
+            self.request_stop("memory")
+
+    def _persist(self, data: bytes, state: Any) -> None:
+        seq = self._store.save_checkpoint(self._attempt, data, self._done, self._total)
+        self._write(seq)
+        self.seq = int(seq)
+        self._state = state
+        self._urgent = False
+        interval = self._interval / 4 if self._level_seen == "soft" else self._interval
+        self._next_due = self._clock() + interval
+
+    @staticmethod
+    def _write(outcome: Any) -> None:
+        if outcome == STALE or outcome is False:
+            raise StaleAttempt("this attempt was superseded; stopping without writing")

@@ -1,0 +1,144 @@
+"""What a horse's end means: wait status + evidence -> Death, and what follows from it."""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import format_size
+from .registry import JobOptions
+from .store import DeathCount
+
+# Exit codes a horse uses to tell its parent why it stepped aside.
+EXIT_PREEMPTED_MEMORY = 75
+EXIT_PREEMPTED_SHUTDOWN = 76
+EXIT_STALE = 77
+EXIT_OOM_SELF = 78
+
+PREEMPTED_MEMORY = "preempted:memory"
+PREEMPTED_SHUTDOWN = "preempted:shutdown"
+OOM_KERNEL = "oom:kernel"
+OOM_SELF = "oom:self"
+KILLED = "killed"
+STALE = "stale"
+LOST = "lost"
+
+_EXIT_CAUSES = {
+    EXIT_PREEMPTED_MEMORY: PREEMPTED_MEMORY,
+    EXIT_PREEMPTED_SHUTDOWN: PREEMPTED_SHUTDOWN,
+    EXIT_STALE: STALE,
+    EXIT_OOM_SELF: OOM_SELF,
+}
+MEMORY_CAUSES = {PREEMPTED_MEMORY, OOM_KERNEL, OOM_SELF}
+NOT_COUNTED = {PREEMPTED_MEMORY, PREEMPTED_SHUTDOWN, STALE}
+
+
+@dataclass(frozen=True)
+class Death:
+    cause: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def counts_toward_cap(self) -> bool:
+        """Preemptions are the worker stepping aside on purpose: not failures."""
+        return self.cause not in NOT_COUNTED
+
+    @property
+    def is_memory(self) -> bool:
+        return self.cause in MEMORY_CAUSES
+
+
+def classify(wait_status: int, oom_kills_before: int | None, oom_kills_after: int | None,
+             killed_for_shutdown: bool = False) -> str:
+    """The cause of a horse's end from its wait status and the cgroup's oom_kill counter."""
+    if os.WIFEXITED(wait_status):
+        code = os.WEXITSTATUS(wait_status)
+        return _EXIT_CAUSES.get(code, f"crashed:exit{code}")
+    if not os.WIFSIGNALED(wait_status):
+        return f"crashed:status{wait_status}"
+    sig = os.WTERMSIG(wait_status)
+    if sig != signal.SIGKILL:
+        return f"crashed:{_signal_name(sig)}"
+    if oom_kills_before is not None and oom_kills_after is not None and oom_kills_after > oom_kills_before:
+        return OOM_KERNEL
+    if killed_for_shutdown:
+        return PREEMPTED_SHUTDOWN
+    return KILLED
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"SIG{sig}"
+
+
+def wait_evidence(wait_status: int, rusage: Any) -> dict[str, Any]:
+    """The facts waitpid gives: status, exit code or signal, peak RSS (ru_maxrss is KiB on Linux)."""
+    evidence: dict[str, Any] = {"wait_status": wait_status}
+    if os.WIFEXITED(wait_status):
+        evidence["exit_code"] = os.WEXITSTATUS(wait_status)
+    elif os.WIFSIGNALED(wait_status):
+        evidence["signal"] = _signal_name(os.WTERMSIG(wait_status))
+    if rusage is not None:
+        evidence["ru_maxrss"] = int(rusage.ru_maxrss) * 1024
+    return evidence
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # "requeue" or "park"
+    queue: str = ""
+    reason: str = ""
+    rerouted: bool = False
+
+
+def decide(death: Death, count: DeathCount, options: JobOptions, queue: str) -> Decision:
+    """Requeue from the checkpoint, route to the big-memory queue, or park with a diagnosis."""
+    if death.is_memory and count.memory_stuck >= options.max_memory_deaths_at_same_checkpoint:
+        if options.on_oom_queue and queue != options.on_oom_queue:
+            return Decision("requeue", options.on_oom_queue, f"{death.cause} twice at checkpoint {count.seq}; "
+                            f"routed to {options.on_oom_queue}", rerouted=True)
+        return Decision("park", reason=memory_diagnosis(death, count))
+    if death.counts_toward_cap and count.stuck >= options.max_deaths_without_progress:
+        return Decision("park", reason=(
+            f"died {count.stuck} times at checkpoint {count.seq} without progress "
+            f"(last: {describe(death)}); fix the job, then `resilient requeue`"))
+    if count.attempt >= options.max_attempts:
+        return Decision("park", reason=f"gave up after {count.attempt} attempts (max_attempts); "
+                                       f"last: {describe(death)}")
+    return Decision("requeue", queue, death.cause)
+
+
+def memory_diagnosis(death: Death, count: DeathCount) -> str:
+    ev = death.evidence
+    peak = max(int(ev.get("rss") or 0), int(ev.get("ru_maxrss") or 0), int(ev.get("peak_rss") or 0))
+    what = {PREEMPTED_MEMORY: "preempted for memory", OOM_KERNEL: "OOM-killed by the kernel",
+            OOM_SELF: "stopped at the critical memory line"}[death.cause]
+    return (f"{what} {count.memory_stuck} times at checkpoint {count.seq}, peak RSS {format_size(peak)} "
+            f"of {format_size(ev.get('limit'))} limit ({ev.get('limit_source', 'unknown source')}): it cannot "
+            "finish within this limit; give it more memory, smaller batches, or an on_oom_queue")
+
+
+def describe(death: Death) -> str:
+    """One plain sentence about a death, for people."""
+    ev = death.evidence
+    words = {
+        PREEMPTED_MEMORY: "stepped aside at a checkpoint because memory reached the hard line",
+        PREEMPTED_SHUTDOWN: "stepped aside because the worker was shutting down",
+        OOM_KERNEL: "killed by the kernel OOM killer",
+        OOM_SELF: "stopped by its governor at the critical memory line",
+        KILLED: "killed with SIGKILL (no OOM evidence)",
+        LOST: "lost: its worker stopped renewing the lease",
+        STALE: "superseded by a newer attempt",
+    }.get(death.cause, f"crashed ({death.cause})")
+    facts = []
+    if ev.get("rss"):
+        facts.append(f"RSS {format_size(ev['rss'])}")
+    if ev.get("limit"):
+        facts.append(f"limit {format_size(ev['limit'])}")
+    if "oom_kill_before" in ev:
+        facts.append(f"oom_kill {ev['oom_kill_before']}→{ev['oom_kill_after']}")
+    return words + (f" ({', '.join(facts)})" if facts else "")

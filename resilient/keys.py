@@ -1,0 +1,28 @@
+"""Every Redis key resilient writes (RQ's own keys stay as RQ names them)."""
+
+PREFIX = "resilient:"
+
+LEASES = PREFIX + "leases"
+PARKED = PREFIX + "parked"
+JOBS = PREFIX + "jobs"  # zset of every job id we know, scored by enqueue time
+WORKERS = PREFIX + "workers"  # set of worker names that publish a status hash
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def checkpoint(job_id: str) -> str:
+    return f"{PREFIX}ckpt:{job_id}"
+
+
+def checkpoint_history(job_id: str) -> str:
+    return f"{PREFIX}ckpt:{job_id}:history"
+
+
+def events(job_id: str) -> str:
+    return f"{PREFIX}events:{job_id}"
+
+
+def worker_status(name: str) -> str:
+    return f"{PREFIX}worker:{name}"

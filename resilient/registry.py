@@ -1,0 +1,109 @@
+"""@resilient.job: the decorator, the spec it makes, and the allowlist of runnable functions."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from .errors import ConfigError, UnknownJob
+
+if TYPE_CHECKING:
+    from .client import Client
+    from .handle import JobHandle
+
+_REGISTRY: dict[str, "JobSpec"] = {}
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How a job is run and retried; set once with @resilient.job(...)."""
+
+    queue: str = "default"
+    checkpoint_every: float = 5.0
+    max_attempts: int = 10
+    max_deaths_without_progress: int = 3
+    max_memory_deaths_at_same_checkpoint: int = 2
+    timeout: int = -1  # seconds; -1: no time limit (batch jobs are long)
+    on_oom_queue: str | None = None
+    soft: float | None = None  # per-job memory thresholds; None: the worker's
+    hard: float | None = None
+    critical: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every < 0:
+            raise ConfigError("checkpoint_every must be >= 0 seconds")
+        if self.max_attempts < 1 or self.max_deaths_without_progress < 1:
+            raise ConfigError("max_attempts and max_deaths_without_progress must be at least 1")
+
+
+class JobSpec:
+    """A registered job function. Call it to run it inline; .enqueue() to run it on a worker."""
+
+    def __init__(self, fn: Callable[..., Any], options: JobOptions) -> None:
+        self.fn = fn
+        self.options = options
+        self.name = f"{fn.__module__}.{fn.__qualname__}"
+        self.__doc__ = fn.__doc__
+        self.__name__ = fn.__name__
+        self.__wrapped__ = fn
+
+    def __call__(self, ctx: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(ctx, *args, **kwargs)
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> "JobHandle":
+        """Queue a run with these arguments on the default client (REDIS_URL, else the embedded server)."""
+        return self.enqueue_call(args=args, kwargs=kwargs)
+
+    def enqueue_call(
+        self,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        client: "Client | None" = None,
+        job_id: str | None = None,
+    ) -> "JobHandle":
+        """Like enqueue(), with a chosen client or job id."""
+        from .client import default_client
+
+        return (client or default_client()).enqueue(self, args, kwargs or {}, job_id=job_id)
+
+    def __repr__(self) -> str:
+        return f"<resilient.job {self.name} queue={self.options.queue!r}>"
+
+
+def job(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """Register a batch function as a resilient job: `@resilient.job` or `@resilient.job(queue=...)`."""
+
+    def register(func: Callable[..., Any]) -> JobSpec:
+        spec = JobSpec(func, JobOptions(**options))
+        if spec.name.startswith("__main__."):
+            raise ConfigError(
+                f"{spec.name}: define jobs in an importable module (workers import it by name), not in __main__"
+            )
+        _REGISTRY[spec.name] = spec
+        return spec
+
+    return register(fn) if fn is not None else register
+
+
+def lookup(name: str) -> JobSpec:
+    """The spec registered under `name`; UnknownJob for anything else (nothing is imported by name)."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise UnknownJob(str(name)) from None
+
+
+def registered() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def import_job_modules(modules: list[str]) -> list[str]:
+    """Import the modules a worker was told about, registering their jobs; returns the job names."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import job module {module!r}: {exc}") from None
+    return registered()

@@ -1,0 +1,70 @@
+"""What status and inspect show, as plain data (the CLI formats it)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+from rq.queue import Queue
+from rq.registry import StartedJobRegistry
+from rq.worker import Worker
+
+from .codec import MsgpackSerializer
+from .deaths import Death, describe
+from .store import Store
+
+
+def status(connection: redis.Redis, store: Store) -> dict[str, Any]:
+    """Queues (depth), workers (state, current job) and running jobs (progress, attempt)."""
+    queues = Queue.all(connection=connection, serializer=MsgpackSerializer)
+    running = []
+    for queue in queues:
+        for job_id in StartedJobRegistry(queue.name, connection=connection).get_job_ids():
+            running.append(job_summary(store, job_id))
+    workers = [
+        {"name": w.name, "hostname": w.hostname, "pid": w.pid, "state": str(w.get_state()),
+         "queues": w.queue_names(), "current_job": w.get_current_job_id()}
+        for w in Worker.all(connection=connection, serializer=MsgpackSerializer)
+    ]
+    return {
+        "queues": [{"name": q.name, "depth": q.count} for q in queues],
+        "workers": workers,
+        "running": [job for job in running if job],
+        "parked": len(store.parked()),
+    }
+
+
+def job_summary(store: Store, job_id: str) -> dict[str, Any]:
+    fields = store.job_fields(job_id)
+    if not fields:
+        return {}
+    total = int(fields.get("total", -1))
+    saved_at = int(fields.get("saved_at", 0))
+    return {
+        "id": job_id,
+        "name": fields.get("name"),
+        "queue": fields.get("queue"),
+        "status": fields.get("status"),
+        "attempt": int(fields.get("attempt", 0)),
+        "done": int(fields.get("done", 0)),
+        "total": None if total < 0 else total,
+        "checkpoint_seq": int(fields.get("seq", 0)),
+        "checkpoint_age_s": round(time.time() - saved_at / 1000, 1) if saved_at else None,
+        "deaths": int(fields.get("deaths", 0)),
+        "worker": fields.get("worker"),
+        "parked_reason": fields.get("parked_reason"),
+        "error": fields.get("error"),
+    }
+
+
+def inspect(store: Store, job_id: str) -> dict[str, Any]:
+    """One job: summary, its timeline (deaths explained in words), its checkpoint history."""
+    summary = job_summary(store, job_id)
+    if not summary:
+        return {}
+    timeline = store.events(job_id)
+    for event in timeline:
+        if event.get("type") == "died":
+            event["explanation"] = describe(Death(event.get("cause", "unknown"), event.get("evidence") or {}))
+    return {**summary, "timeline": timeline, "checkpoints": store.checkpoint_history_entries(job_id)}

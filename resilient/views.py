@@ -1,0 +1,77 @@
+"""Terminal rendering of status and inspect data (rich)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _when(ms: str | int | None) -> str:
+    return datetime.fromtimestamp(int(ms) / 1000).strftime("%H:%M:%S.%f")[:-3] if ms else "-"
+
+
+def _progress(job: dict[str, Any]) -> str:
+    if job.get("total"):
+        return f"{job['done']}/{job['total']} ({100 * job['done'] / job['total']:.0f}%)"
+    return str(job.get("done", 0))
+
+
+def print_status(data: dict[str, Any]) -> None:
+    queues = Table("queue", "depth", title="Queues")
+    for queue in data["queues"]:
+        queues.add_row(queue["name"], str(queue["depth"]))
+    workers = Table("worker", "host", "pid", "state", "queues", "job", title="Workers")
+    for w in data["workers"]:
+        workers.add_row(w["name"], w["hostname"], str(w["pid"]), w["state"], ",".join(w["queues"]),
+                        w["current_job"] or "-")
+    running = Table("job", "name", "attempt", "progress", "checkpoint", "worker", title="Running jobs")
+    for job in data["running"]:
+        age = job["checkpoint_age_s"]
+        running.add_row(job["id"], job["name"], str(job["attempt"]), _progress(job),
+                        f"seq {job['checkpoint_seq']}" + (f", {age:.0f} s ago" if age is not None else ""),
+                        job["worker"] or "-")
+    for table in (queues, workers, running):
+        console.print(table)
+    console.print(f"parked jobs: {data['parked']}" + (" (see `resilient parked`)" if data["parked"] else ""))
+
+
+def print_inspect(data: dict[str, Any]) -> None:
+    console.print(f"[bold]job {data['id']}[/bold]  {data['name']}  queue {data['queue']}")
+    console.print(f"status: [bold]{data['status']}[/bold]   attempts: {data['attempt']}   deaths: {data['deaths']}"
+                  f"   progress: {_progress(data)}   checkpoint seq {data['checkpoint_seq']}")
+    if data.get("parked_reason"):
+        console.print(f"[red]parked:[/red] {data['parked_reason']}")
+    if data.get("error"):
+        console.print(f"[red]failed:[/red] {data['error']}")
+    timeline = Table("when", "event", "details", title="Timeline")
+    for event in data["timeline"]:
+        timeline.add_row(_when(event.get("at")), event["type"], _event_details(event))
+    console.print(timeline)
+    if data["checkpoints"]:
+        last = data["checkpoints"][-1]
+        console.print(f"checkpoints kept: {len(data['checkpoints'])}, last seq {last['seq']} "
+                      f"({last['bytes']} bytes) at {_when(last['saved_at'])}")
+
+
+def _event_details(event: dict[str, Any]) -> str:
+    kind = event["type"]
+    if kind == "started":
+        return f"attempt {event['attempt']} (epoch {event['epoch']}) on {event['worker']}@{event['host']}"
+    if kind == "died":
+        evidence = event.get("evidence") or {}
+        lines = [f"{event['cause']} at checkpoint {event['seq']}: {event.get('explanation', '')}"]
+        lines += [f"  {key}: {value}" for key, value in sorted(evidence.items())
+                  if key not in ("cause", "worker", "host", "attempt")]
+        return "\n".join(lines)
+    if kind == "requeued":
+        return f"from checkpoint {event.get('from_seq')} ({event.get('reason', '')})"
+    if kind == "parked":
+        return event.get("parked_reason", "")
+    if kind == "failed":
+        return event.get("error", "")
+    return ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "at"))

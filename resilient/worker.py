@@ -1,0 +1,286 @@
+"""ResilientWorker: RQ's forking worker, with attempts, fenced checkpoints and death verdicts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import traceback
+from datetime import timedelta
+from typing import Any
+
+import redis
+from rq.exceptions import DeserializationError
+from rq.executions import Execution
+from rq.job import JobStatus
+from rq.queue import Queue
+from rq.utils import now
+from rq.worker import Worker
+
+from . import deaths
+from .codec import MsgpackSerializer, encode_state
+from .config import Settings
+from .context import Context
+from .deaths import Death, Decision
+from .errors import CorruptCheckpoint, Preempted, StaleAttempt, UnknownJob
+from .memory_watch import MemoryWatcher
+from .registry import JobSpec, lookup
+from .rqjob import ResilientJob, rq_queue
+from .store import Attempt, Store
+
+log = logging.getLogger("resilient.worker")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what the horse takes as "checkpoint and step aside"
+
+
+class ResilientWorker(Worker):
+    """Forks one horse per attempt; decides what every horse death means and resumes the job."""
+
+    def __init__(self, queues: list[str], connection: redis.Redis, settings: Settings,
+                 memory: MemoryWatcher | None = None, **kwargs: Any) -> None:
+        super().__init__(queues, connection=connection, serializer=MsgpackSerializer,
+                         job_class=ResilientJob, queue_class=Queue, **kwargs)
+        self.settings = settings
+        self.store = Store(connection, settings.checkpoint_history, settings.event_history)
+        self.memory = memory or MemoryWatcher(settings)
+        self.job_monitoring_interval = max(1, int(settings.monitor_interval))
+        self.host = socket.gethostname()
+        self._attempt: Attempt | None = None
+        self._spec: JobSpec | None = None
+        self._execution: Execution | None = None
+        self._current: tuple[ResilientJob, Queue] | None = None
+        self._outcome: tuple[Death, Decision | None] | None = None
+        self._killed_for_shutdown = False
+        self._grace_timer: threading.Timer | None = None
+        self._ctx: Context | None = None
+        self._stop_pending: str | None = None
+
+    # --- parent: one attempt --------------------------------------------------------------------
+    def execute_job(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
+        spec = self._allowed_spec(job, queue)
+        if spec is None:
+            return
+        verdict, attempt = self.store.begin_attempt(job.id, self.name, self.host)
+        if verdict != "OK":
+            self._not_startable(job, queue, verdict, attempt)
+            return
+        assert isinstance(attempt, Attempt)
+        self._attempt, self._spec, self._current = attempt, spec, (job, queue)
+        self._outcome, self._killed_for_shutdown = None, False
+        self.memory.before_attempt()
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self._cancel_grace_timer()
+            self._attempt = self._spec = self._current = self._execution = None
+
+    def prepare_execution(self, job: ResilientJob) -> Execution:  # type: ignore[override]
+        self._execution = super().prepare_execution(job)
+        return self._execution
+
+    def _allowed_spec(self, job: ResilientJob, queue: Queue) -> JobSpec | None:
+        """The registered spec, or refuse the entry (unknown function, pickle or garbage payload)."""
+        try:
+            return lookup(job.func_name)
+        except DeserializationError:
+            reason = "payload is not msgpack (pickle or corrupt); refused, nothing executed"
+        except UnknownJob as exc:
+            reason = f"{exc}; nothing executed"
+        log.error("job %s refused: %s", job.id, reason)
+        self._fail_in_rq(job, queue, f"refused: {reason}")
+        return None
+
+    def _not_startable(self, job: ResilientJob, queue: Queue, verdict: str, attempt: Attempt | str) -> None:
+        if verdict == "EXHAUSTED" and isinstance(attempt, Attempt):
+            reason = f"gave up after {attempt.attempt - 1} attempts (max_attempts)"
+            self.store.park(attempt, reason)
+            self._fail_in_rq(job, queue, f"parked: {reason}")
+        elif verdict == "MISSING":
+            self._fail_in_rq(job, queue, "refused: not enqueued through resilient (no job record)")
+        else:
+            log.info("job %s is already %s; dropping a stale queue entry", job.id, attempt)
+
+    def _fail_in_rq(self, job: ResilientJob, queue: Queue, reason: str) -> None:
+        with self.connection.pipeline() as pipe:
+            job.set_status(JobStatus.FAILED, pipeline=pipe)
+            queue.failed_job_registry.add(job, ttl=self.settings.result_ttl, exc_string=reason, pipeline=pipe)
+            pipe.execute()
+
+    # --- horse ----------------------------------------------------------------------------------
+    def fork_work_horse(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
+        # Stop requests must not reach the horse before it has a handler for them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            super().fork_work_horse(job, queue)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+    def main_work_horse(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._horse_stop_requested)
+        self.setup_work_horse_signals = lambda: None  # keep our handlers (RQ would reset SIGTERM)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        self.memory.in_horse(on_critical=self._exit_at_critical)
+        job.runner = lambda args, kwargs: self._run_attempt(job, args, kwargs)
+        super().main_work_horse(job, queue)
+
+    def _horse_stop_requested(self, signum: int, frame: Any) -> None:
+        self._stop_pending = "shutdown"
+        if self._ctx is not None:
+            self._ctx.request_stop("shutdown")
+
+    def _exit_at_critical(self, usage: int) -> None:
+        os._exit(deaths.EXIT_OOM_SELF)
+
+    def _run_attempt(self, job: ResilientJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        attempt, spec = self._attempt, self._spec
+        assert attempt is not None and spec is not None
+        self.store.set_fields(attempt, horse_pid=os.getpid())
+        checkpoint = self.store.load_checkpoint(job.id)
+        self._ctx = Context(attempt, self.store, spec.options, checkpoint, self.settings.max_checkpoint_bytes,
+                            governor=self.memory.governor)
+        if self._stop_pending:
+            self._ctx.request_stop(self._stop_pending)
+        result = spec.fn(self._ctx, *args, **kwargs)
+        if not self.store.complete(attempt, encode_state(result, self.settings.max_checkpoint_bytes, "result")):
+            raise StaleAttempt("finished, but a newer attempt owns the job; result discarded")
+        return result
+
+    def _finalize_failure(self, job: ResilientJob, queue: Queue, execution: Execution,  # type: ignore[override]
+                          exc_info: Any) -> None:
+        """In the horse: control-flow exceptions become exit codes; real failures follow RQ's path."""
+        exc = exc_info[1]
+        if isinstance(exc, Preempted):
+            os._exit(deaths.EXIT_PREEMPTED_MEMORY if exc.reason == "memory" else deaths.EXIT_PREEMPTED_SHUTDOWN)
+        if isinstance(exc, StaleAttempt):
+            os._exit(deaths.EXIT_STALE)
+        attempt = self._attempt
+        if attempt is not None:
+            if isinstance(exc, CorruptCheckpoint):
+                self.store.park(attempt, f"its checkpoint cannot be read ({exc}); inspect it, then "
+                                         "`resilient requeue` to start over")
+            else:
+                self.store.fail(attempt, "".join(traceback.format_exception_only(exc_info[0], exc)).strip())
+        super()._finalize_failure(job, queue, execution, exc_info)
+
+    # --- parent: after the horse ----------------------------------------------------------------
+    def handle_work_horse_killed(self, job: ResilientJob, retpid: int, ret_val: int, rusage: Any) -> None:
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        self._outcome = self._judge(job, ret_val, rusage)
+
+    def _judge(self, job: ResilientJob, wait_status: int, rusage: Any) -> tuple[Death, Decision | None]:
+        attempt, spec = self._attempt, self._spec
+        assert attempt is not None and spec is not None
+        before, after = self.memory.oom_counts()
+        cause = deaths.classify(wait_status, before, after, self._killed_for_shutdown)
+        evidence = deaths.wait_evidence(wait_status, rusage)
+        evidence.update(self.memory.evidence(before, after, self.store.job_fields(job.id), job_pid=self.horse_pid))
+        evidence.update(cause=cause, attempt=attempt.attempt, worker=self.name, host=self.host)
+        death = Death(cause, evidence)
+        log.warning("job %s attempt %d: %s", job.id, attempt.attempt, deaths.describe(death))
+        if cause == deaths.STALE:
+            return death, None
+        count = self.store.record_death(attempt, cause, evidence, death.counts_toward_cap, death.is_memory)
+        if count is None:
+            return death, None
+        return death, deaths.decide(death, count, spec.options, job.origin)
+
+    def handle_job_failure(self, job: ResilientJob, queue: Queue, started_job_registry: Any = None,  # type: ignore[override]
+                           exc_string: str = "", execution: Execution | None = None) -> None:
+        outcome, self._outcome = self._outcome, None
+        if outcome is None:
+            super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+            return
+        death, decision = outcome
+        if decision is None:  # superseded: another attempt owns the job now
+            self._forget_execution(job, execution)
+        elif decision.action == "park":
+            assert self._attempt is not None
+            self.store.park(self._attempt, decision.reason)
+            super().handle_job_failure(job, queue, started_job_registry, f"parked: {decision.reason}", execution)
+        else:
+            self._requeue(job, queue, execution, death, decision)
+
+    def _forget_execution(self, job: ResilientJob, execution: Execution | None) -> None:
+        with self.connection.pipeline() as pipe:
+            self.cleanup_execution(job, pipeline=pipe, execution=execution)
+            pipe.execute()
+
+    def _requeue(self, job: ResilientJob, queue: Queue, execution: Execution | None, death: Death,
+                 decision: Decision) -> None:
+        """Same job id, next attempt, at the front of its queue: it resumes from its checkpoint."""
+        assert self._attempt is not None
+        if not self.store.mark_requeued(self._attempt, death.cause, decision.queue, decision.rerouted):
+            self._forget_execution(job, execution)
+            return
+        self._forget_execution(job, execution)
+        target = queue if decision.queue == queue.name else rq_queue(decision.queue, self.connection)
+        target.enqueue_job(job, at_front=True)
+        log.info("job %s requeued on %s (%s)", job.id, target.name, decision.reason)
+
+    # --- shutdown ---------------------------------------------------------------------------------
+    def handle_warm_shutdown_request(self) -> None:
+        super().handle_warm_shutdown_request()
+        if self.horse_pid:
+            log.info("asking job to checkpoint and step aside (grace %.0f s)", self.settings.shutdown_grace)
+            self._signal_horse(signal.SIGUSR1)
+            self._grace_timer = threading.Timer(self.settings.shutdown_grace, self._grace_expired)
+            self._grace_timer.daemon = True
+            self._grace_timer.start()
+
+    def _signal_horse(self, sig: signal.Signals) -> None:
+        try:
+            os.kill(self.horse_pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _grace_expired(self) -> None:
+        if self.horse_pid:
+            log.warning("job did not reach a safe point within %.0f s; stopping it", self.settings.shutdown_grace)
+            self._killed_for_shutdown = True
+            self._signal_horse(signal.SIGKILL)
+
+    def _cancel_grace_timer(self) -> None:
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        """Second SIGTERM: stop now; the job still resumes from its last checkpoint elsewhere."""
+        if self._shutdown_requested_date and now() - self._shutdown_requested_date < timedelta(seconds=1):
+            return
+        log.warning("cold shutdown")
+        if self.horse_pid and self._current is not None:
+            job, queue = self._current
+            self._killed_for_shutdown = True
+            self.kill_horse()
+            _, status, rusage = self.wait_for_horse()
+            self._horse_pid = 0
+            death, decision = self._judge(job, status or 0, rusage)
+            if decision is not None and decision.action == "requeue":
+                self._requeue(job, queue, self._execution, death, decision)
+        raise SystemExit(0)
+
+
+def run_worker(modules: list[str], queues: list[str], settings: Settings, burst: bool = False,
+               name: str | None = None, log_level: str = "INFO") -> int:
+    """Import the job modules, connect, and work until stopped (or drained, with burst). Exit code."""
+    from .connection import open_redis
+    from .errors import ConfigError
+    from .registry import import_job_modules
+
+    job_names = import_job_modules(modules)
+    if not job_names:
+        raise ConfigError(f"no @resilient.job found in {', '.join(modules)}")
+    queues = queues or sorted({lookup(job_name).options.queue for job_name in job_names})
+    connection, url = open_redis(settings)
+    memory = MemoryWatcher(settings)
+    worker = ResilientWorker(queues, connection, settings, memory=memory, name=name)
+    log.info("worker %s on %s, queues %s, jobs %s", worker.name, url, ", ".join(queues), ", ".join(job_names))
+    try:
+        worker.work(burst=burst, logging_level=log_level)
+    finally:
+        memory.close()
+    return 0

@@ -1,0 +1,68 @@
+"""Jobs the tests run on real workers. Each records what it did in Redis so tests can assert on it."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import redis
+
+import resilient
+
+
+def _log(url: str, key: str, value: str) -> None:
+    with redis.Redis.from_url(url) as r:
+        r.rpush(key, value)
+
+
+@resilient.job(queue="tests", checkpoint_every=0.2)
+def count_items(ctx: resilient.Context, url: str, n: int, delay: float = 0.01) -> int:
+    """Sums 0..n-1 with ctx.iterate; logs 'attempt:item' for every item it processes."""
+    total = ctx.checkpoint.get("sum", 0) if isinstance(ctx.checkpoint, dict) else 0
+    state_position = ctx.checkpoint.get("position", 0) if isinstance(ctx.checkpoint, dict) else 0
+    r = redis.Redis.from_url(url)
+    for i in range(state_position, n):
+        r.rpush(f"log:{ctx.job_id}", f"{ctx.attempt}:{i}")
+        total += i
+        time.sleep(delay)
+        ctx.save({"position": i + 1, "sum": total})
+    return total
+
+
+@resilient.job(queue="tests", checkpoint_every=0.1)
+def iterate_items(ctx: resilient.Context, url: str, n: int, delay: float = 0.005) -> int:
+    """ctx.iterate over range(n); logs each processed item; returns the count of distinct items."""
+    r = redis.Redis.from_url(url)
+    for i in ctx.iterate(range(n)):
+        r.rpush(f"log:{ctx.job_id}", f"{ctx.attempt}:{i}")
+        time.sleep(delay)
+    return n
+
+
+@resilient.job(queue="tests", max_deaths_without_progress=3)
+def die_at_once(ctx: resilient.Context, url: str) -> None:
+    """Kills its own process before any checkpoint, every time."""
+    _log(url, f"log:{ctx.job_id}", str(ctx.attempt))
+    os.kill(os.getpid(), 9)
+
+
+@resilient.job(queue="tests")
+def side_effect(ctx: resilient.Context, url: str, key: str) -> str:
+    _log(url, key, "ran")
+    return "ran"
+
+
+@resilient.job(queue="tests")
+def raises(ctx: resilient.Context, message: str) -> None:
+    raise ValueError(message)
+
+
+@resilient.job(queue="tests", checkpoint_every=3600)
+def slow_saver(ctx: resilient.Context, url: str, n: int) -> int:
+    """Saves each item (persisting only when asked), logs items; used for shutdown tests."""
+    start = ctx.checkpoint["position"] if ctx.checkpoint else 0
+    for i in range(start, n):
+        _log(url, f"log:{ctx.job_id}", f"{ctx.attempt}:{i}")
+        time.sleep(0.02)
+        ctx.save({"position": i + 1})
+    return n
