@@ -43,9 +43,18 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, key: str = "") -> An
     if len(data) > max_bytes:
         raise CorruptCheckpoint(f"record is {format_size(len(data))}, above the {format_size(max_bytes)} cap", key)
     try:  # unpackb sets its length limits from len(data), which the check above bounds
-        return msgpack.unpackb(data, raw=False, strict_map_key=False, timestamp=0)
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, timestamp=0, object_pairs_hook=_map)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise CorruptCheckpoint(f"not valid msgpack ({type(exc).__name__}: {exc})", key) from None
+
+
+def _map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """msgpack turns tuple keys into arrays; make them tuples again so the map can be rebuilt."""
+    return {_hashable(key): value for key, value in pairs}
+
+
+def _hashable(key: Any) -> Any:
+    return tuple(_hashable(k) for k in key) if isinstance(key, list) else key
 
 
 def find_unencodable(value: Any, path: str = "state") -> tuple[str, str]:

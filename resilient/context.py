@@ -12,7 +12,7 @@ from .errors import Preempted, StaleAttempt
 from .registry import JobOptions
 from .store import STALE, Attempt, Checkpoint, Store
 
-PROGRESS_WRITE_INTERVAL = 1.0  # seconds between progress writes that are not part of a checkpoint
+PROGRESS_WRITE_INTERVAL = 0.25  # seconds between progress writes that are not part of a checkpoint
 LEVELS = ("ok", "soft", "hard", "critical")
 
 
@@ -105,7 +105,7 @@ class Context:
             self.save({"position": position})
 
     def progress(self, done: int, total: int | None = None) -> None:
-        """Report progress (shown by status/top); written with checkpoints and about once a second."""
+        """Report progress (shown by status/top); written with checkpoints and at most 4 times a second."""
         self._done, self._total = done, total
         now = self._clock()
         if now >= self._progress_due:

@@ -32,7 +32,7 @@ from .errors import ServerError
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
 LOCK_TIMEOUT = 30.0
-POLL = 0.05
+POLL = 0.02
 SERVER_NAMES = ("redis-server", "valkey-server")
 RECORD, LOCK, LOG, PIDFILE = "server.json", "server.lock", "server.log", "server.pid"
 PORT_IN_USE = "Address already in use"
@@ -40,6 +40,8 @@ PORT_IN_USE = "Address already in use"
 
 @dataclass(frozen=True)
 class ServerInfo:
+    """A running embedded server, as recorded in data_dir/server.json."""
+
     url: str
     pid: int
     port: int

@@ -41,7 +41,7 @@ redis.call('HSET', KEYS[2], 'epoch', ARGV[1], 'seq', seq, 'data', ARGV[2], 'save
 redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], '*', 'seq', seq, 'epoch', ARGV[1], 'saved_at', ARGV[3],
   'data', ARGV[2])
 redis.call('HSET', KEYS[1], 'saved_at', ARGV[3])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'done', ARGV[4], 'total', ARGV[5]) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'done', ARGV[4], 'total', ARGV[5], 'ckpt_done', ARGV[4]) end
 return seq
 """
 
