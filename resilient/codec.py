@@ -73,7 +73,7 @@ def find_unencodable(value: Any, path: str = "state") -> tuple[str, str]:
     if isinstance(value, dict):
         for key, item in value.items():
             if not _encodes(key):
-                return f"{path} key {key!r}", f"{type(key).__name__} is not serializable as a key"
+                return find_unencodable(key, f"{path} key {key!r}")
             if not _encodes(item):
                 return find_unencodable(item, f"{path}[{key!r}]")
         return path, "is not serializable"

@@ -1,36 +1,146 @@
-"""The worker's view of memory: the limit, the horse's governor, and the evidence at a death."""
+"""The worker's view of memory: its limit (and own cgroup), the horse's governor, evidence at a death."""
 
 from __future__ import annotations
 
+import logging
+import mmap
+import os
+import struct
+import time
 from typing import Any, Callable
 
-from .config import Settings
+from .config import Settings, format_size
+from .errors import CgroupUnavailable
+from .memory import cgroup as cgroups
+from .memory.governor import LEVELS, Governor, Thresholds
+from .memory.limits import Limit, discover_limit, usage_reader
+from .memory.probe import kernel_oom_line, read_pressure, read_rss
+
+log = logging.getLogger("resilient.memory")
+LIMIT_REFRESH = 5.0  # seconds between two reads of L (a container's limit can be changed live)
+HORSE_OOM_SCORE_ADJ = 1000  # make the horse the kernel's first choice, never the parent
+_SHARED = struct.Struct("qqqd")  # usage, peak, level index, time of the sample: written by the horse
 
 
 class MemoryWatcher:
-    """Placeholder until the memory subpackage is wired: no limit, no governor, counters unavailable."""
+    """Lives in the worker parent; arms a Governor in each horse and gathers evidence when one dies."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, own_cgroup: bool = True) -> None:
         self.settings = settings
-        self.governor = None
+        self.child_cgroup: cgroups.Cgroup | None = None
+        if settings.memory_limit and own_cgroup:
+            self.child_cgroup = self._enter_own_cgroup(settings.memory_limit)
+        self.cgroup = cgroups.find_cgroup()
+        self.limit = discover_limit(settings.memory_limit)
+        self._limit_read_at = time.monotonic()
         self._before: int | None = None
+        self._shared = mmap.mmap(-1, _SHARED.size)  # anonymous, shared with the horses we fork
+        self.governor: Governor | None = None
+
+    # --- parent ----------------------------------------------------------------------------------
+    def _enter_own_cgroup(self, limit: int) -> cgroups.Cgroup | None:
+        """Put this worker (and so its horses) in a child cgroup capped at `limit`, as a container would."""
+        try:
+            group = cgroups.create_child(limit, f"resilient-worker-{os.getpid()}")
+            cgroups.move_into(group, os.getpid())
+        except CgroupUnavailable as exc:
+            log.warning("memory limit %s enforced by the governor alone: %s", format_size(limit), exc)
+            return None
+        log.info("worker runs in its own memory cgroup %s (limit %s)", group.path, format_size(limit))
+        return group
+
+    def refresh_limit(self) -> Limit:
+        if time.monotonic() - self._limit_read_at >= LIMIT_REFRESH:
+            self.limit = discover_limit(self.settings.memory_limit)
+            self._limit_read_at = time.monotonic()
+        return self.limit
 
     def before_attempt(self) -> None:
-        self._before = None
+        self.refresh_limit()
+        self._shared[:] = _SHARED.pack(0, 0, 0, 0.0)
+        self._before = cgroups.oom_kill_count(self.cgroup) if self.cgroup else None
 
     def oom_counts(self) -> tuple[int | None, int | None]:
-        return self._before, None
+        after = cgroups.oom_kill_count(self.cgroup) if self.cgroup else None
+        return self._before, after
 
-    def in_horse(self, on_critical: Callable[[int], None]) -> None:
-        pass
+    def usage(self) -> int:
+        """What counts against L right now (the group's anon memory, or this process's RSS)."""
+        return usage_reader(self.limit, self.cgroup)()
+
+    def level(self, thresholds: Thresholds | None = None) -> str:
+        """The level of the whole worker (parent + horse + siblings in its cgroup), PSI included."""
+        governor = Governor(self.refresh_limit(), thresholds or self.thresholds(), lambda: self.usage(),
+                            read_psi=self._read_psi)
+        return governor.sample()
+
+    def thresholds(self, soft: float | None = None, hard: float | None = None,
+                   critical: float | None = None) -> Thresholds:
+        s = self.settings
+        return Thresholds(soft or s.soft, hard or s.hard, critical or s.critical, s.psi_threshold)
+
+    def _read_psi(self) -> Any:
+        return read_pressure(cgroups.pressure_path(self.cgroup))
 
     def evidence(self, before: int | None, after: int | None, fields: dict[str, str],
-                 job_pid: int | None = None) -> dict[str, Any]:
-        return {
+                 job_pid: int | None = None, killed: bool = False) -> dict[str, Any]:
+        usage, peak, level, sampled_at = _SHARED.unpack(self._shared[:])
+        psi = self._read_psi()
+        evidence: dict[str, Any] = {
+            "rss": usage or None,
+            "peak_rss": peak or None,
+            "level": LEVELS[level],
+            "limit": self.limit.bytes,
+            "limit_source": self.limit.source,
             "oom_kill_before": "unavailable" if before is None else before,
             "oom_kill_after": "unavailable" if after is None else after,
+            "psi_some_avg10": psi.some_avg10 if psi else "unavailable",
+            "psi_full_avg10": psi.full_avg10 if psi else "unavailable",
             "seq": int(fields.get("seq", 0)),
         }
+        if killed and job_pid:
+            evidence["kernel_log"] = kernel_oom_line(job_pid) or "no OOM line for this pid (or log unreadable)"
+        return evidence
+
+    def status(self) -> dict[str, Any]:
+        """For `resilient status`: usage against L and the level."""
+        usage = self.usage()
+        return {"rss": usage, "limit": self.limit.bytes, "limit_source": self.limit.source,
+                "level": self.level()}
 
     def close(self) -> None:
-        pass
+        if self.child_cgroup is not None:
+            cgroups.remove(self.child_cgroup)
+            self.child_cgroup = None
+
+    # --- horse -----------------------------------------------------------------------------------
+    def in_horse(self, on_critical: Callable[[int], None], thresholds: Thresholds | None = None) -> Governor:
+        """Arm the horse: the kernel should pick it first, and a governor thread watches it."""
+        _raise_oom_score()
+        read = usage_reader(self.limit, self.cgroup)
+        shared = self._shared
+
+        def read_and_share() -> int:
+            usage = read()
+            governor = self.governor
+            peak = max(usage, governor.peak if governor else 0)
+            level = LEVELS.index(governor.level) if governor else 0
+            shared[:] = _SHARED.pack(usage, peak, level, time.time())
+            return usage
+
+        self.governor = Governor(self.limit, thresholds or self.thresholds(), read_and_share,
+                                 read_psi=self._read_psi, on_critical=on_critical,
+                                 interval=self.settings.sample_interval)
+        self.governor.start()
+        return self.governor
+
+
+def _raise_oom_score() -> None:
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(HORSE_OOM_SCORE_ADJ))
+    except OSError as exc:  # not fatal: the governor still acts before the kernel does
+        log.warning("cannot raise the horse's oom_score_adj: %s", exc)
+
+
+__all__ = ["MemoryWatcher", "read_rss"]

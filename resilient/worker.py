@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import traceback
 from datetime import timedelta
 from typing import Any
@@ -19,9 +20,9 @@ from rq.queue import Queue
 from rq.utils import now
 from rq.worker import Worker
 
-from . import deaths
+from . import deaths, keys
 from .codec import MsgpackSerializer, encode_state
-from .config import Settings
+from .config import Settings, format_size
 from .context import Context
 from .deaths import Death, Decision
 from .errors import CorruptCheckpoint, Preempted, StaleAttempt, UnknownJob
@@ -31,6 +32,7 @@ from .rqjob import ResilientJob, rq_queue
 from .store import Attempt, Store
 
 log = logging.getLogger("resilient.worker")
+PRESSURE_POLL = 0.2  # seconds between two looks at memory while not taking jobs
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what the horse takes as "checkpoint and step aside"
 
 
@@ -55,6 +57,7 @@ class ResilientWorker(Worker):
         self._grace_timer: threading.Timer | None = None
         self._ctx: Context | None = None
         self._stop_pending: str | None = None
+        self.pressure_waits = 0
 
     # --- parent: one attempt --------------------------------------------------------------------
     def execute_job(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
@@ -122,7 +125,9 @@ class ResilientWorker(Worker):
         self.setup_work_horse_signals = lambda: None  # keep our handlers (RQ would reset SIGTERM)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        self.memory.in_horse(on_critical=self._exit_at_critical)
+        options = self._spec.options if self._spec else None
+        thresholds = self.memory.thresholds(options.soft, options.hard, options.critical) if options else None
+        self.memory.in_horse(on_critical=self._exit_at_critical, thresholds=thresholds)
         job.runner = lambda args, kwargs: self._run_attempt(job, args, kwargs)
         super().main_work_horse(job, queue)
 
@@ -168,16 +173,17 @@ class ResilientWorker(Worker):
     # --- parent: after the horse ----------------------------------------------------------------
     def handle_work_horse_killed(self, job: ResilientJob, retpid: int, ret_val: int, rusage: Any) -> None:
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)
-        self._outcome = self._judge(job, ret_val, rusage)
+        self._outcome = self._judge(job, retpid, ret_val, rusage)
 
-    def _judge(self, job: ResilientJob, wait_status: int, rusage: Any) -> tuple[Death, Decision | None]:
+    def _judge(self, job: ResilientJob, pid: int, wait_status: int, rusage: Any) -> tuple[Death, Decision | None]:
         attempt, spec = self._attempt, self._spec
         assert attempt is not None and spec is not None
         before, after = self.memory.oom_counts()
         cause = deaths.classify(wait_status, before, after, self._killed_for_shutdown)
         evidence = deaths.wait_evidence(wait_status, rusage)
         fields = self.store.job_fields(job.id)
-        evidence.update(self.memory.evidence(before, after, fields, job_pid=self.horse_pid))
+        killed = os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) == signal.SIGKILL
+        evidence.update(self.memory.evidence(before, after, fields, job_pid=pid, killed=killed))
         evidence.update(done=int(fields.get("done", 0)), checkpoint_done=int(fields.get("ckpt_done", 0)))
         evidence.update(cause=cause, attempt=attempt.attempt, worker=self.name, host=self.host)
         death = Death(cause, evidence)
@@ -222,6 +228,41 @@ class ResilientWorker(Worker):
         target.enqueue_job(job, at_front=True)
         log.info("job %s requeued on %s (%s)", job.id, target.name, decision.reason)
 
+    # --- memory pressure: take no new job while the worker's memory is under pressure ---------------
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        while True:
+            self._wait_out_pressure()
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            if result is None or self.memory.level() == "ok":
+                return result
+            job, queue = result  # pressure arrived while we were blocked: hand the job back untouched
+            with self.connection.pipeline() as pipe:
+                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+                queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+                pipe.execute()
+
+    def _wait_out_pressure(self) -> None:
+        level = self.memory.level()
+        if level == "ok":
+            return
+        log.warning("memory %s (%s of %s): taking no new job until it drops", level,
+                    format_size(self.memory.usage()), format_size(self.memory.limit.bytes))
+        while level != "ok" and not self._stop_requested:
+            self.pressure_waits += 1
+            self.heartbeat()
+            time.sleep(PRESSURE_POLL)
+            level = self.memory.level()
+        log.info("memory pressure gone: taking jobs again")
+        self.heartbeat()
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        super().heartbeat(timeout, pipeline)
+        status = {**self.memory.status(), "pressure_waits": self.pressure_waits, "host": self.host,
+                  "pid": os.getpid(), "job": self._attempt.job_id if self._attempt else ""}
+        connection = pipeline if pipeline is not None else self.connection
+        connection.hset(keys.worker_status(self.name), mapping=status)
+        connection.expire(keys.worker_status(self.name), self.worker_ttl + 60)
+
     # --- shutdown ---------------------------------------------------------------------------------
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()
@@ -257,10 +298,11 @@ class ResilientWorker(Worker):
         if self.horse_pid and self._current is not None:
             job, queue = self._current
             self._killed_for_shutdown = True
+            pid = self.horse_pid
             self.kill_horse()
             _, status, rusage = self.wait_for_horse()
             self._horse_pid = 0
-            death, decision = self._judge(job, status or 0, rusage)
+            death, decision = self._judge(job, pid, status or 0, rusage)
             if decision is not None and decision.action == "requeue":
                 self._requeue(job, queue, self._execution, death, decision)
         raise SystemExit(0)

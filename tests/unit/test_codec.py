@@ -16,7 +16,7 @@ scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floa
 states = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(
-        st.text() | st.integers(-1000, 1000) | st.tuples(st.integers(), st.text()), inner, max_size=5),
+        st.text() | st.integers(-1000, 1000) | st.tuples(st.integers(-1000, 1000), st.text()), inner, max_size=5),
     max_leaves=30,
 )
 

@@ -1,0 +1,186 @@
+"""The memory governor: a daemon thread in the horse that turns usage against L into a level and acts on it.
+
+Cost, measured here (2 cores, kernel 6.18, 3 s runs, process CPU): sampling every 100 ms with read_rss
+takes 0.2 % of one core, with a v1 cgroup's memory.stat as the usage source 0.4 %; at the 10 ms fast
+interval 0.6-0.7 % and 1.0-1.3 %. Most of it is the thread waking up (~40-70 µs of CPU per wake-up in
+this VM, cold caches after), not the reads (read_rss 2 µs, PSI 11 µs, memory.stat 25 µs when hot).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import gc
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .limits import Limit
+from .probe import Pressure
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("ok", "soft", "hard", "critical")
+RELIEF_INTERVAL = 1.0  # seconds between two gc.collect() + malloc_trim() runs at most
+FAST_RISE = 0.05  # a rise of this fraction of L between two samples switches to the fast interval
+PSI_REFRESH = 0.5  # seconds: the kernel recomputes PSI averages only every 2 s, rereading sooner is waste
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Fractions of L where each level starts, and the PSI some-avg10 (%) that counts as pressure."""
+
+    soft: float = 0.70
+    hard: float = 0.85
+    critical: float = 0.95
+    psi_some_avg10: float = 10.0
+
+
+class Governor:
+    """Samples usage against L, keeps the level, frees what it can under pressure, reports critical once."""
+
+    def __init__(
+        self,
+        limit: Limit,
+        thresholds: Thresholds,
+        read_usage: Callable[[], int],
+        read_psi: Callable[[], Pressure | None] | None = None,
+        on_critical: Callable[[int], None] | None = None,
+        interval: float = 0.1,
+        fast_interval: float = 0.01,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.thresholds = thresholds
+        self.interval = interval
+        self.fast_interval = fast_interval
+        self.usage = 0
+        self.peak = 0
+        self.psi: Pressure | None = None
+        self.samples = 0
+        self.reliefs = 0
+        self._read_usage = read_usage
+        self._read_psi = read_psi
+        self._on_critical = on_critical
+        self._clock = clock
+        self._level = "ok"
+        self._critical_reported = False
+        self._last_relief: float | None = None
+        self._psi_read_at: float | None = None
+        self._lock = threading.Lock()  # sample() and relieve() run on the thread and from ctx.save() alike
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def level(self) -> str:
+        return self._level
+
+    @property
+    def fraction(self) -> float:
+        return self.usage / self.limit.bytes
+
+    def sample(self) -> str:
+        """Take one measurement, update usage/peak/psi/level, report critical (once); return the level."""
+        usage = self._read_usage()
+        self.usage = usage
+        self.peak = max(self.peak, usage)
+        if self._read_psi is not None and self._psi_due():
+            self.psi = self._read_psi()
+        self._level = self.classify(usage, self.psi)
+        self.samples += 1
+        if self._level == "critical" and self._on_critical is not None and self._claim_critical():
+            self._on_critical(usage)
+        return self._level
+
+    def classify(self, usage: int, psi: Pressure | None) -> str:
+        """The level for this usage and PSI reading: PSI stalls alone make it at least soft."""
+        fraction = usage / self.limit.bytes
+        level = next(
+            (name for name in ("critical", "hard", "soft") if fraction >= getattr(self.thresholds, name)), "ok"
+        )
+        if level == "ok" and psi is not None and psi.some_avg10 > self.thresholds.psi_some_avg10:
+            return "soft"
+        return level
+
+    def _claim_critical(self) -> bool:
+        with self._lock:
+            first, self._critical_reported = not self._critical_reported, True
+            return first
+
+    def _psi_due(self) -> bool:
+        now = self._clock()
+        if self._psi_read_at is not None and now - self._psi_read_at < PSI_REFRESH:
+            return False
+        self._psi_read_at = now
+        return True
+
+    def next_interval(self, level: str, rise: int) -> float:
+        """How long to wait before the next sample: fast from soft up or while usage climbs steeply."""
+        if level != "ok" or rise > FAST_RISE * self.limit.bytes:
+            return self.fast_interval
+        return self.interval
+
+    def relieve(self) -> bool:
+        """Hand freed memory back (gc.collect(), glibc malloc_trim(0)), at most once per second."""
+        with self._lock:
+            now = self._clock()
+            if self._last_relief is not None and now - self._last_relief < RELIEF_INTERVAL:
+                return False
+            self._last_relief = now
+        gc.collect()
+        trim = _malloc_trim()
+        if trim is not None:
+            trim(0)
+        self.reliefs += 1
+        return True
+
+    def start(self) -> None:
+        """Start sampling in a daemon thread (no-op when already running)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="resilient-governor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop the sampling thread and wait for it (up to `timeout` seconds)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        delay = 0.0
+        while not self._stopping.wait(delay):
+            delay = self._step()
+
+    def _step(self) -> float:
+        """One sample and the actions it calls for; returns the delay before the next. Never raises."""
+        previous_usage, previous_level = self.usage, self._level
+        try:
+            level = self.sample()
+            if LEVELS.index(level) > LEVELS.index(previous_level):
+                self.relieve()
+            return self.next_interval(level, self.usage - previous_usage)
+        except Exception:
+            log.exception("memory governor: a sample or its action failed; carrying on")
+            return self.interval
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None (musl, jemalloc builds without it, no C library to load)."""
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim.argtypes = [ctypes.c_size_t]
+        trim.restype = ctypes.c_int
+    return trim
