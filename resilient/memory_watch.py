@@ -42,6 +42,7 @@ class MemoryWatcher:
         """Put this worker (and so its horses) in a child cgroup capped at `limit`, as a container would."""
         try:
             group = cgroups.create_child(limit, f"resilient-worker-{os.getpid()}")
+            _charge_moves_along(group)
             cgroups.move_into(group, os.getpid())
         except CgroupUnavailable as exc:
             log.warning("memory limit %s enforced by the governor alone: %s", format_size(limit), exc)
@@ -133,6 +134,17 @@ class MemoryWatcher:
                                  interval=self.settings.sample_interval)
         self.governor.start()
         return self.governor
+
+
+def _charge_moves_along(group: cgroups.Cgroup) -> None:
+    """v1 leaves memory charged to the old group when a process moves; count ours where we go, as a
+    container would from the start (v2 has no such switch and needs none for new allocations)."""
+    switch = group.path / "memory.move_charge_at_immigrate"
+    if group.version == 1 and switch.exists():
+        try:
+            switch.write_text("3")
+        except OSError as exc:
+            log.info("memory charged before the move stays with the old group: %s", exc)
 
 
 def _raise_oom_score() -> None:

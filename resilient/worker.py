@@ -315,6 +315,7 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
     from .errors import ConfigError
     from .registry import import_job_modules
 
+    _log_to_stderr(log_level)
     job_names = import_job_modules(modules)
     if not job_names:
         raise ConfigError(f"no @resilient.job found in {', '.join(modules)}")
@@ -328,3 +329,12 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
     finally:
         memory.close()
     return 0
+
+
+def _log_to_stderr(level: str) -> None:
+    logger = logging.getLogger("resilient")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(level.upper())

@@ -66,3 +66,54 @@ def slow_saver(ctx: resilient.Context, url: str, n: int) -> int:
         time.sleep(0.02)
         ctx.save({"position": i + 1})
     return n
+
+
+MiB = 1024 * 1024
+
+
+@resilient.job(queue="tests", checkpoint_every=3600)
+def leaky(ctx: resilient.Context, url: str, items: int, mb_per_item: int = 20) -> int:
+    """Keeps `mb_per_item` MiB per item and never frees it; ctx.save() after each item."""
+    kept = []
+    start = ctx.checkpoint["position"] if ctx.checkpoint else 0
+    for i in range(start, items):
+        kept.append(b"x" * (mb_per_item * MiB))
+        _log(url, f"log:{ctx.job_id}", f"{ctx.attempt}:{i}")
+        ctx.save({"position": i + 1})
+    return sum(range(items))
+
+
+@resilient.job(queue="tests", checkpoint_every=3600)
+def spike_once(ctx: resilient.Context, mb: int) -> dict:
+    """Checkpoints, then on its first attempt touches `mb` MiB in one C call (no safe point, GIL held)."""
+    if ctx.checkpoint is None:
+        ctx.save({"stage": "before spike"}, force=True)
+    if ctx.previous_death is None:
+        spike = b"x" * (mb * MiB)
+        del spike
+    death = ctx.previous_death
+    return {"attempt": ctx.attempt, "resumed_from": ctx.checkpoint, "previous": death.cause if death else None}
+
+
+@resilient.job(queue="tests")
+def always_too_big(ctx: resilient.Context, mb: int) -> None:
+    """Touches `mb` MiB at once before any checkpoint, every attempt."""
+    spike = b"x" * (mb * MiB)
+    del spike
+
+
+@resilient.job(queue="tests", checkpoint_every=3600)
+def hold_ballast(ctx: resilient.Context, url: str, step_mb: int = 5) -> str:
+    """Grows by `step_mb` MiB, calling ctx.save(), until ctx.pressure is no longer 'ok'; records what it saw."""
+    ballast = []
+    r = redis.Redis.from_url(url)
+    n = 0
+    while ctx.pressure == "ok":
+        n += 1
+        ballast.append(b"x" * (step_mb * MiB))
+        ctx.save({"n": n})
+        time.sleep(0.01)
+    ctx.save({"n": n})  # the first safe point under pressure: it persists although the interval is an hour
+    r.rpush(f"log:{ctx.job_id}", f"{ctx.pressure}:{ctx.seq}")
+    del ballast
+    return ctx.pressure

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import time
 from dataclasses import dataclass
@@ -74,24 +75,17 @@ def hierarchy_root(cg: Cgroup, cgroup_root: Path = CGROUP_ROOT) -> Path:
 def ancestors(cg: Cgroup, cgroup_root: Path = CGROUP_ROOT) -> list[Cgroup]:
     """`cg`, its parent, ... up to and including the root of its hierarchy."""
     root = hierarchy_root(cg, cgroup_root)
-    chain = [cg]
-    if cg.path != root and root not in cg.path.parents:
-        return chain
-    path = cg.path
-    while path != root:
-        path = path.parent
-        chain.append(Cgroup(cg.version, path))
-    return chain
+    chain = [path for path in (cg.path, *cg.path.parents) if path == root or root in path.parents]
+    return [Cgroup(cg.version, path) for path in chain] or [cg]
 
 
 def limit_of(cg: Cgroup) -> list[tuple[int, str]]:
     """The limits this one group sets, each with the file that set it ("none" sentinels left out)."""
     limits = []
     for name in _LIMIT_FILES[cg.version]:
-        path = cg.path / name
-        value = _read_bytes_value(path)
-        if value is not None and value < V1_UNLIMITED:
-            limits.append((value, str(path)))
+        text = (_read_text(cg.path / name) or "").strip()  # v2 writes "max" for none
+        if text.isdigit() and int(text) < V1_UNLIMITED:
+            limits.append((int(text), str(cg.path / name)))
     return limits
 
 
@@ -112,7 +106,7 @@ def anon_usage(cg: Cgroup) -> int | None:
         anon = stat.get("anon")
         return None if anon is None else anon + stat.get("shmem", 0)
     # v1 `rss` already includes `rss_huge` (kernel docs; measured here: a 256 MiB THP-backed map showed
-    # total_rss 273 MB, total_rss_huge 268 MB, usage_in_bytes 274 MB), so adding rss_huge would count THP twice.
+    # total_rss 273 MB, total_rss_huge 268 MB, usage_in_bytes 274 MB): adding rss_huge would count THP twice.
     prefix = "total_" if "total_rss" in stat else ""
     rss = stat.get(prefix + "rss")
     return None if rss is None else rss + stat.get(prefix + "shmem", 0)
@@ -126,16 +120,16 @@ def pressure_path(cg: Cgroup | None, proc_root: Path = PROC) -> Path:
 
 
 def create_child(limit_bytes: int, name: str, parent: Cgroup | None = None) -> Cgroup:
-    """Make (or reuse) the child group `name` under `parent` capped at `limit_bytes`, enforced by the kernel."""
+    """Make (or reuse) the child group `name` under `parent`, capped by the kernel at `limit_bytes`."""
     parent = parent or find_cgroup()
     if parent is None:
-        raise CgroupUnavailable("(none)", "this process is in no memory cgroup we can see under /sys/fs/cgroup")
+        raise CgroupUnavailable("(none)", "this process is in no memory cgroup visible under /sys/fs/cgroup")
     if not name or "/" in name or name in (".", ".."):
         raise CgroupUnavailable(str(parent.path / name), "a child group name must be one path component")
     if parent.version == 2:
         _enable_memory_controller(parent)
     child = Cgroup(parent.version, parent.path / name)
-    # Reuse a leftover of the same name (a worker that died before remove()): names carry the worker's identity.
+    # Reuse a leftover of the same name (its worker died before remove()): names carry the worker's identity.
     created = not child.path.exists()
     try:
         child.path.mkdir(exist_ok=True)
@@ -145,7 +139,8 @@ def create_child(limit_bytes: int, name: str, parent: Cgroup | None = None) -> C
         _write(child.path / _LIMIT_FILES[child.version][0], str(limit_bytes))
     except OSError as exc:
         if created:
-            _rmdir_quietly(child.path)
+            with contextlib.suppress(OSError):
+                child.path.rmdir()
         raise CgroupUnavailable(str(child.path), _why(exc, "set its memory limit")) from None
     return child
 
@@ -169,10 +164,8 @@ def remove(cg: Cgroup) -> None:
     if not cg.path.is_dir():
         return
     for pid in pids_in(cg):
-        try:
+        with contextlib.suppress(OSError):  # it exited meanwhile, or rmdir below says why
             _write(cg.path.parent / "cgroup.procs", str(pid))
-        except OSError:
-            pass  # it exited meanwhile, or rmdir below says why
     deadline = time.monotonic() + _REMOVE_PATIENCE
     while True:
         try:
@@ -240,24 +233,11 @@ def _write(path: Path, text: str) -> None:
         f.write(text)
 
 
-def _rmdir_quietly(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass
-
-
 def _read_text(path: Path) -> str | None:
     try:
         return path.read_text()
     except (OSError, UnicodeDecodeError):
         return None
-
-
-def _read_bytes_value(path: Path) -> int | None:
-    """An integer byte count from a one-value file; None for "max", absence or garbage."""
-    text = (_read_text(path) or "").strip()
-    return int(text) if text.isdigit() else None
 
 
 def _read_keyed(path: Path) -> dict[str, int]:

@@ -45,10 +45,12 @@ def discover_limit(
         candidates.append(Limit(configured, CONFIGURED))
     candidates += rlimits(pid, proc_root)
     candidates.append(physical_ram(proc_root))
-    return min(candidates, key=lambda limit: limit.bytes)  # min() keeps the first of equals: cgroups come first
+    return min(candidates, key=lambda limit: limit.bytes)  # min() keeps the first of equals: the cgroup
 
 
-def cgroup_limits(pid: int | str = "self", proc_root: Path = PROC, cgroup_root: Path = CGROUP_ROOT) -> list[Limit]:
+def cgroup_limits(
+    pid: int | str = "self", proc_root: Path = PROC, cgroup_root: Path = CGROUP_ROOT
+) -> list[Limit]:
     """Every limit set by the process's memory cgroup or one of its ancestors, innermost first."""
     cg = find_cgroup(pid, proc_root, cgroup_root)
     if cg is None:

@@ -80,7 +80,9 @@ def find_oom_line(log: str, pid: int) -> str | None:
 
 def _dmesg() -> str | None:
     try:
-        done = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=_DMESG_TIMEOUT, errors="replace")
+        done = subprocess.run(
+            ["dmesg"], capture_output=True, text=True, errors="replace", timeout=_DMESG_TIMEOUT
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout if done.returncode == 0 else None
