@@ -112,9 +112,14 @@ def decide(death: Death, count: DeathCount, options: JobOptions, queue: str) -> 
     return Decision("requeue", queue, death.cause)
 
 
+def peak_rss(evidence: dict[str, Any]) -> int:
+    """The highest figure we have: the governor's samples or the kernel's ru_maxrss of the horse."""
+    return max(int(evidence.get(key) or 0) for key in ("rss", "peak_rss", "ru_maxrss"))
+
+
 def memory_diagnosis(death: Death, count: DeathCount) -> str:
     ev = death.evidence
-    peak = max(int(ev.get("rss") or 0), int(ev.get("ru_maxrss") or 0), int(ev.get("peak_rss") or 0))
+    peak = peak_rss(ev)
     what = {PREEMPTED_MEMORY: "preempted for memory", OOM_KERNEL: "OOM-killed by the kernel",
             OOM_SELF: "stopped at the critical memory line"}[death.cause]
     return (f"{what} {count.memory_stuck} times at checkpoint {count.seq}, peak RSS {format_size(peak)} "
@@ -135,8 +140,9 @@ def describe(death: Death) -> str:
         STALE: "superseded by a newer attempt",
     }.get(death.cause, f"crashed ({death.cause})")
     facts = []
-    if ev.get("rss"):
-        facts.append(f"RSS {format_size(ev['rss'])}")
+    peak = peak_rss(ev)
+    if peak:
+        facts.append(f"peak RSS {format_size(peak)}")
     if ev.get("limit"):
         facts.append(f"limit {format_size(ev['limit'])}")
     if "oom_kill_before" in ev:

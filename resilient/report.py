@@ -10,6 +10,7 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.worker import Worker
 
+from . import keys
 from .codec import MsgpackSerializer
 from .deaths import Death, describe
 from .store import Store
@@ -24,7 +25,7 @@ def status(connection: redis.Redis, store: Store) -> dict[str, Any]:
             running.append(job_summary(store, job_id))
     workers = [
         {"name": w.name, "hostname": w.hostname, "pid": w.pid, "state": str(w.get_state()),
-         "queues": w.queue_names(), "current_job": w.get_current_job_id()}
+         "queues": w.queue_names(), "current_job": w.get_current_job_id(), **worker_memory(connection, w.name)}
         for w in Worker.all(connection=connection, serializer=MsgpackSerializer)
     ]
     return {
@@ -33,6 +34,15 @@ def status(connection: redis.Redis, store: Store) -> dict[str, Any]:
         "running": [job for job in running if job],
         "parked": len(store.parked()),
     }
+
+
+def worker_memory(connection: redis.Redis, name: str) -> dict[str, Any]:
+    """What the worker last published: usage (RSS of its group) against its limit L, and the level."""
+    raw = {k.decode(): v.decode() for k, v in connection.hgetall(keys.worker_status(name)).items()}
+    if not raw:
+        return {"rss": None, "limit": None, "limit_source": None, "level": None}
+    return {"rss": int(raw["rss"]), "limit": int(raw["limit"]), "limit_source": raw["limit_source"],
+            "level": raw["level"]}
 
 
 def job_summary(store: Store, job_id: str) -> dict[str, Any]:

@@ -8,7 +8,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from .config import format_size
+
 console = Console()
+SIZES = {"rss", "peak_rss", "ru_maxrss", "limit"}  # evidence fields in bytes, shown as MiB
 
 
 def _when(ms: str | int | None) -> str:
@@ -21,14 +24,22 @@ def _progress(job: dict[str, Any]) -> str:
     return str(job.get("done", 0))
 
 
+def _memory(worker: dict[str, Any]) -> str:
+    if not worker.get("limit"):
+        return "-"
+    return (f"{format_size(worker['rss'])} / {format_size(worker['limit'])} "
+            f"({100 * worker['rss'] / worker['limit']:.0f}%)")
+
+
 def print_status(data: dict[str, Any]) -> None:
     queues = Table("queue", "depth", title="Queues")
     for queue in data["queues"]:
         queues.add_row(queue["name"], str(queue["depth"]))
-    workers = Table("worker", "host", "pid", "state", "queues", "job", title="Workers")
+    workers = Table("worker", "host", "pid", "state", "queues", "job", "memory (RSS / limit)", "level",
+                    title="Workers")
     for w in data["workers"]:
         workers.add_row(w["name"], w["hostname"], str(w["pid"]), w["state"], ",".join(w["queues"]),
-                        w["current_job"] or "-")
+                        w["current_job"] or "-", _memory(w), w["level"] or "-")
     running = Table("job", "name", "attempt", "progress", "checkpoint", "worker", title="Running jobs")
     for job in data["running"]:
         age = job["checkpoint_age_s"]
@@ -65,8 +76,8 @@ def _event_details(event: dict[str, Any]) -> str:
     if kind == "died":
         evidence = event.get("evidence") or {}
         lines = [f"{event['cause']} at checkpoint {event['seq']}: {event.get('explanation', '')}"]
-        lines += [f"  {key}: {value}" for key, value in sorted(evidence.items())
-                  if key not in ("cause", "worker", "host", "attempt")]
+        lines += [f"  {key}: {format_size(value) if key in SIZES and isinstance(value, int) else value}"
+                  for key, value in sorted(evidence.items()) if key not in ("cause", "worker", "host", "attempt")]
         return "\n".join(lines)
     if kind == "requeued":
         return f"from checkpoint {event.get('from_seq')} ({event.get('reason', '')})"

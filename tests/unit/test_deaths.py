@@ -1,0 +1,74 @@
+"""Death verdicts from synthetic wait statuses and counter readings, and what follows from them."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from resilient.deaths import Death, classify, decide, describe, memory_diagnosis, wait_evidence
+from resilient.registry import JobOptions
+from resilient.store import DeathCount
+
+
+def exited(code: int) -> int:
+    return code << 8
+
+
+def signalled(sig: int) -> int:
+    return int(sig)
+
+
+@pytest.mark.parametrize("status, before, after, shutdown, cause", [
+    (signalled(signal.SIGKILL), 3, 4, False, "oom:kernel"),
+    (signalled(signal.SIGKILL), 3, 3, False, "killed"),
+    (signalled(signal.SIGKILL), None, 4, False, "killed"),   # counter unavailable before: no OOM claim
+    (signalled(signal.SIGKILL), 3, None, False, "killed"),   # unavailable after
+    (signalled(signal.SIGKILL), 0, 0, True, "preempted:shutdown"),
+    (signalled(signal.SIGKILL), 0, 1, True, "oom:kernel"),   # the kernel got there first
+    (signalled(signal.SIGSEGV), 0, 0, False, "crashed:SIGSEGV"),
+    (signalled(signal.SIGTERM), 0, 0, False, "crashed:SIGTERM"),
+    (exited(75), 0, 0, False, "preempted:memory"),
+    (exited(76), 0, 0, False, "preempted:shutdown"),
+    (exited(77), 0, 0, False, "stale"),
+    (exited(78), 0, 0, False, "oom:self"),
+    (exited(1), 0, 0, False, "crashed:exit1"),
+])
+def test_classify(status, before, after, shutdown, cause):
+    """Each way a horse can end gets its own name; OOM is claimed only on counter evidence."""
+    assert classify(status, before, after, shutdown) == cause
+
+
+def test_wait_evidence_has_signal_and_peak_rss_in_bytes():
+    class Usage:
+        ru_maxrss = 2048  # KiB, as Linux reports it
+
+    evidence = wait_evidence(signalled(signal.SIGKILL), Usage())
+    assert evidence == {"wait_status": 9, "signal": "SIGKILL", "ru_maxrss": 2 * 1024 * 1024}
+
+
+def test_preemptions_do_not_count_but_memory_deaths_are_memory():
+    assert not Death("preempted:memory").counts_toward_cap and Death("preempted:memory").is_memory
+    assert Death("oom:kernel").counts_toward_cap and Death("oom:kernel").is_memory
+    assert Death("killed").counts_toward_cap and not Death("killed").is_memory
+
+
+def test_decide_requeues_parks_and_routes():
+    """Progress → requeue; stuck → park with a diagnosis; on_oom_queue → routed instead of parked."""
+    options = JobOptions(max_deaths_without_progress=3, max_attempts=10)
+    oom = Death("oom:kernel", {"rss": 290 << 20, "limit": 300 << 20, "limit_source": "cgroup v1 x"})
+    assert decide(Death("killed"), DeathCount(2, 0, 5, 3), options, "q").action == "requeue"
+    parked = decide(Death("killed"), DeathCount(3, 0, 5, 3), options, "q")
+    assert parked.action == "park" and "died 3 times at checkpoint 5" in parked.reason
+    memory = decide(oom, DeathCount(2, 2, 7, 4), options, "q")
+    assert memory.action == "park" and "290.0 MiB of 300.0 MiB" in memory.reason
+    routed = decide(oom, DeathCount(2, 2, 7, 4), JobOptions(on_oom_queue="bigmem"), "q")
+    assert (routed.action, routed.queue, routed.rerouted) == ("requeue", "bigmem", True)
+    assert decide(Death("killed"), DeathCount(1, 0, 9, 10), options, "q").action == "park"  # max_attempts
+
+
+def test_descriptions_are_plain_words():
+    text = describe(Death("oom:kernel", {"rss": 1 << 20, "limit": 2 << 20, "oom_kill_before": 0,
+                                         "oom_kill_after": 1}))
+    assert text == "killed by the kernel OOM killer (peak RSS 1.0 MiB, limit 2.0 MiB, oom_kill 0→1)"
+    assert "unknown source" in memory_diagnosis(Death("oom:self", {}), DeathCount(2, 2, 0, 2))
