@@ -13,7 +13,7 @@ import click
 from . import report
 from .client import Client
 from .config import Settings, parse_size
-from .errors import ResilientError
+from .errors import ConfigError, ResilientError
 from .registry import import_job_modules, lookup
 
 
@@ -132,9 +132,9 @@ def _json_arg(label: str, text: str, kind: type) -> Any:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise click.UsageError(f"{label} is not valid JSON ({exc.msg}); e.g. '[1, \"a\"]'") from None
+        raise ConfigError(f"{label} is not valid JSON ({exc.msg}); e.g. '[1, \"a\"]'") from None
     if not isinstance(value, kind):
-        raise click.UsageError(f"{label} must be a JSON {'array' if kind is list else 'object'}")
+        raise ConfigError(f"{label} must be a JSON {'array' if kind is list else 'object'}")
     return value
 
 

@@ -117,3 +117,15 @@ def hold_ballast(ctx: resilient.Context, url: str, step_mb: int = 5) -> str:
     r.rpush(f"log:{ctx.job_id}", f"{ctx.pressure}:{ctx.seq}")
     del ballast
     return ctx.pressure
+
+
+@resilient.job(queue="tests", checkpoint_every=3600)
+def grow_without_safe_points(ctx: resilient.Context, mb_per_step: int = 2) -> dict:
+    """First attempt: checkpoints once, then grows steadily with no safe point; later attempts just finish."""
+    if ctx.previous_death is None:
+        ctx.save({"stage": "before growth"}, force=True)
+        kept = []
+        while True:
+            kept.append(b"x" * (mb_per_step * MiB))
+            time.sleep(0.005)
+    return {"attempt": ctx.attempt, "previous": ctx.previous_death.cause}

@@ -127,3 +127,16 @@ def _worker_name(redis_client, pid: int) -> str:
                 return key.decode().split(":", 2)[2]
         return None
     return wait_until(find, what="worker status")
+
+
+def test_growth_without_safe_points_is_stopped_by_the_governor(client, memory_worker):
+    """No safe point while growing: the governor stops its own horse at the critical line (oom:self),
+    before the kernel has to pick a victim; the job resumes and completes."""
+    worker, group = memory_worker()
+    handle = testjobs.grow_without_safe_points.enqueue_call((), client=client)
+    assert handle.result(timeout=60) == {"attempt": 2, "previous": "oom:self"}
+    (death,) = _deaths(handle)
+    assert death["cause"] == "oom:self"
+    assert death["evidence"]["rss"] >= 0.95 * LIMIT_BYTES
+    assert oom_kill_count(group) == 0
+    assert worker.proc.poll() is None

@@ -1,0 +1,71 @@
+"""The `resilient` command as a user runs it: enqueue, burst worker, status, inspect, parked, requeue, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+
+def run(url: str | None, *args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    env.pop("REDIS_URL", None)
+    prefix = ["--redis-url", url] if url else []
+    return subprocess.run([sys.executable, "-m", "resilient", *prefix, *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=timeout)
+
+
+def test_enqueue_burst_worker_status_and_inspect(redis_url):
+    """Enqueue by name, drain with --burst (exit 0), then status/inspect --json show the finished job."""
+    enqueued = run(redis_url, "enqueue", "testjobs.count_items", json.dumps([redis_url, 10, 0.0]))
+    assert enqueued.returncode == 0, enqueued.stderr
+    job_id = enqueued.stdout.strip()
+    worker = run(redis_url, "worker", "testjobs", "--burst")
+    assert worker.returncode == 0, worker.stderr
+    status = json.loads(run(redis_url, "status", "--json").stdout)
+    assert {"name": "tests", "depth": 0} in status["queues"]
+    inspected = json.loads(run(redis_url, "inspect", job_id, "--json").stdout)
+    assert inspected["status"] == "completed" and inspected["attempt"] == 1
+    assert [e["type"] for e in inspected["timeline"]] == ["enqueued", "started", "completed"]
+
+
+def test_parked_then_requeue(redis_url):
+    """A parked job is listed with its reason; `requeue` gives it another go (and it is parked again)."""
+    job_id = run(redis_url, "enqueue", "testjobs.die_at_once", json.dumps([redis_url])).stdout.strip()
+    assert run(redis_url, "worker", "testjobs", "--burst").returncode == 0
+    listed = run(redis_url, "parked").stdout
+    assert job_id in listed and "died 3 times at checkpoint 0" in listed
+    requeued = run(redis_url, "requeue", job_id)
+    assert requeued.stdout.strip() == f"job {job_id} requeued on tests"
+    assert run(redis_url, "worker", "testjobs", "--burst").returncode == 0
+    inspected = json.loads(run(redis_url, "inspect", job_id, "--json").stdout)
+    assert inspected["status"] == "parked" and inspected["attempt"] == 6
+
+
+@pytest.mark.parametrize("args, message", [
+    (["enqueue", "testjobs.nope"], "'testjobs.nope' is not a registered @resilient.job"),
+    (["enqueue", "testjobs.count_items", "[1,"], "ARGS_JSON is not valid JSON"),
+    (["inspect", "no-such-job"], "no job no-such-job"),
+    (["worker", "no_such_module"], "cannot import job module 'no_such_module'"),
+])
+def test_cli_errors_are_one_line(redis_url, args, message):
+    """Every CLI error is one line that says what is wrong, with a non-zero exit."""
+    result = run(redis_url, *args)
+    assert result.returncode != 0
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_demo_runs_end_to_end_on_the_embedded_server(tmp_path):
+    """`resilient demo` with no REDIS_URL: starts its own server, kills the job, shows it resume, checks it."""
+    demo = run(None, "--data-dir", str(tmp_path / "data"), "demo", "--items", "30", cwd=tmp_path, timeout=120)
+    try:
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "SIGKILL" in demo.stdout and "attempts: 2" in demo.stdout and "OK" in demo.stdout
+    finally:
+        run(None, "--data-dir", str(tmp_path / "data"), "server", "stop", cwd=tmp_path)
