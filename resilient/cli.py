@@ -59,17 +59,34 @@ def client_of(ctx: click.Context) -> Client:
 @click.option("--critical", type=float, default=None, help="Critical line: stop the horse (0.95).")
 @click.option("--psi-threshold", type=float, default=None, help="PSI some-avg10 %% that counts as soft (10).")
 @click.option("--shutdown-grace", type=float, default=None, help="Seconds a job gets to checkpoint on SIGTERM.")
+@click.option("--lease-ttl", type=float, default=None, help="Seconds a lost worker's job waits to be reaped (10).")
+@click.option("--reap", is_flag=True, help="Also reap expired leases (as `resilient supervisor` does).")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.pass_context
 def worker(ctx: click.Context, modules: tuple[str, ...], queues: tuple[str, ...], burst: bool,
-           name: str | None, memory_limit: str | None, log_level: str, **tuning: Any) -> None:
+           name: str | None, memory_limit: str | None, log_level: str, reap: bool, **tuning: Any) -> None:
     """Run a worker for the jobs defined in MODULES (e.g. `resilient worker myapp.jobs`)."""
     from .worker import run_worker
 
     limit = parse_size(memory_limit) if memory_limit else None
     settings = settings_of(ctx, memory_limit=limit, **tuning)
-    code = run_worker(list(modules), list(queues), settings, burst=burst, name=name, log_level=log_level)
+    code = run_worker(list(modules), list(queues), settings, burst=burst, name=name, log_level=log_level,
+                      reap=reap)
     sys.exit(code)
+
+
+@main.command()
+@click.option("--lease-ttl", type=float, default=None, help="Seconds without renewal before a job is lost (10).")
+@click.option("--interval", type=float, default=0.5, show_default=True, help="Seconds between two reaps.")
+@click.option("--log-level", default="INFO", show_default=True)
+@click.pass_context
+def supervisor(ctx: click.Context, lease_ttl: float | None, interval: float, log_level: str) -> None:
+    """Requeue the jobs of workers that died (expired leases), from their last checkpoint."""
+    from .supervisor import run_supervisor
+    from .worker import _log_to_stderr
+
+    _log_to_stderr(log_level)
+    sys.exit(run_supervisor(settings_of(ctx, lease_ttl=lease_ttl), interval))
 
 
 @main.group()

@@ -24,7 +24,8 @@ class Client:
     def __init__(self, connection: redis.Redis, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.connection = connection
-        self.store = Store(connection, self.settings.checkpoint_history, self.settings.event_history)
+        self.store = Store(connection, self.settings.checkpoint_history, self.settings.event_history,
+                           self.settings.lease_ttl)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "Client":
@@ -44,7 +45,8 @@ class Client:
         encode_state(kwargs, self.settings.max_checkpoint_bytes, what="kwargs")
         job_id = job_id or uuid.uuid4().hex
         options = spec.options
-        self.store.create_job(job_id, spec.name, options.queue, options.max_attempts)
+        self.store.create_job(job_id, spec.name, options.queue, options.max_attempts,
+                              options.max_deaths_without_progress)
         rq_queue(options.queue, self.connection).enqueue_call(
             func=spec.name, args=args, kwargs=kwargs, job_id=job_id, timeout=options.timeout,
             result_ttl=self.settings.result_ttl, failure_ttl=self.settings.result_ttl,

@@ -28,7 +28,8 @@ local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 if attempt > tonumber(redis.call('HGET', KEYS[1], 'max_attempts')) then
   return {'EXHAUSTED', epoch, attempt}
 end
-redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[3])
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'host', ARGV[2], 'started_at', ARGV[3])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[5]), ARGV[6])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'started', 'at', ARGV[3],
   'attempt', attempt, 'epoch', epoch, 'worker', ARGV[1], 'host', ARGV[2])
 return {'OK', epoch, attempt, redis.call('HGET', KEYS[1], 'last_death') or false}
@@ -41,6 +42,7 @@ redis.call('HSET', KEYS[2], 'epoch', ARGV[1], 'seq', seq, 'data', ARGV[2], 'save
 redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], '*', 'seq', seq, 'epoch', ARGV[1], 'saved_at', ARGV[3],
   'data', ARGV[2])
 redis.call('HSET', KEYS[1], 'saved_at', ARGV[3])
+redis.call('ZADD', KEYS[4], 'XX', tonumber(ARGV[3]) + tonumber(ARGV[7]), ARGV[8])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'done', ARGV[4], 'total', ARGV[5], 'ckpt_done', ARGV[4]) end
 return seq
 """
@@ -89,10 +91,40 @@ return {'OK', stuck, mem_stuck, seq, tonumber(redis.call('HGET', KEYS[1], 'attem
 
 _REQUEUE = _FENCE + """
 redis.call('HSET', KEYS[1], 'status', 'queued', 'queue', ARGV[4])
+redis.call('ZREM', KEYS[3], ARGV[7])
 if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'mem_stuck', 0); redis.call('HDEL', KEYS[1], 'mem_seq') end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'type', 'requeued', 'at', ARGV[2],
   'from_seq', redis.call('HGET', KEYS[1], 'seq') or '0', 'reason', ARGV[3], 'queue', ARGV[4])
 return 'OK'
+"""
+
+_RENEW = _FENCE + """
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 'OK'
+"""
+
+# A lease past its deadline: the attempt is lost (worker or container gone, or paused). One caller wins:
+# it bumps the epoch (fencing the old attempt out) and gets the job back as 'queued', or 'parked' when the
+# job died too often without progress. ARGV: job id, now, events cap.
+_CLAIM = """
+local deadline = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if not deadline or tonumber(deadline) > tonumber(ARGV[2]) then return false end
+redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return false end
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local last = tonumber(redis.call('HGET', KEYS[1], 'stuck_seq') or '-1')
+local stuck = 1
+if seq == last then stuck = redis.call('HINCRBY', KEYS[1], 'stuck', 1) else redis.call('HSET', KEYS[1], 'stuck', 1) end
+redis.call('HSET', KEYS[1], 'stuck_seq', seq)
+local job = redis.call('HMGET', KEYS[1], 'worker', 'host', 'attempt', 'max_attempts', 'max_stuck', 'queue')
+local evidence = cmsgpack.pack({cause = 'lost', worker = job[1], host = job[2], lease_deadline = tonumber(deadline),
+  detected_at = tonumber(ARGV[2]), seq = seq})
+redis.call('HSET', KEYS[1], 'last_death', evidence, 'status', 'queued')
+redis.call('HINCRBY', KEYS[1], 'deaths', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'died', 'at', ARGV[2], 'epoch', epoch - 1,
+  'cause', 'lost', 'seq', seq, 'evidence', evidence)
+return {epoch, stuck, tonumber(job[3]), tonumber(job[4]), tonumber(job[5] or '3'), job[6], seq}
 """
 
 # An operator's requeue: new epoch (fences out anything still running), counters reset, more attempts.
@@ -141,11 +173,31 @@ class DeathCount:
     attempt: int
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A lost attempt taken over by a reaper: the job is 'queued' under a new epoch."""
+
+    job_id: str
+    epoch: int
+    stuck: int
+    attempt: int
+    max_attempts: int
+    max_stuck: int
+    queue: str
+    seq: int
+
+    @property
+    def attempt_record(self) -> Attempt:
+        return Attempt(self.job_id, self.epoch, self.attempt, None)
+
+
 class Store:
     """Operations on resilient's keys for one Redis connection (bytes responses)."""
 
-    def __init__(self, connection: redis.Redis, checkpoint_history: int = 10, event_history: int = 1000) -> None:
+    def __init__(self, connection: redis.Redis, checkpoint_history: int = 10, event_history: int = 1000,
+                 lease_ttl: float = 10.0) -> None:
         self.r = connection
+        self.lease_ms = int(lease_ttl * 1000)
         self.checkpoint_history = checkpoint_history
         self.event_history = event_history
         self._begin = connection.register_script(_BEGIN)
@@ -155,15 +207,18 @@ class Store:
         self._death = connection.register_script(_DEATH)
         self._requeue = connection.register_script(_REQUEUE)
         self._release = connection.register_script(_RELEASE)
+        self._renew = connection.register_script(_RENEW)
+        self._claim = connection.register_script(_CLAIM)
 
     # --- enqueue side -------------------------------------------------------------------------
-    def create_job(self, job_id: str, name: str, queue: str, max_attempts: int, pipeline: Any = None) -> None:
+    def create_job(self, job_id: str, name: str, queue: str, max_attempts: int, max_stuck: int = 3,
+                   pipeline: Any = None) -> None:
         at = now_ms()
         pipe = pipeline if pipeline is not None else self.r.pipeline()
         pipe.hset(
             keys.job(job_id),
             mapping={"name": name, "queue": queue, "status": "queued", "epoch": 0, "attempt": 0, "seq": 0,
-                     "max_attempts": max_attempts, "enqueued_at": at, "deaths": 0},
+                     "max_attempts": max_attempts, "max_stuck": max_stuck, "enqueued_at": at, "deaths": 0},
         )
         pipe.zadd(keys.JOBS, {job_id: at})
         pipe.xadd(keys.events(job_id), {"type": "enqueued", "at": at, "queue": queue},
@@ -173,9 +228,10 @@ class Store:
 
     # --- attempt lifecycle --------------------------------------------------------------------
     def begin_attempt(self, job_id: str, worker: str, host: str) -> tuple[str, Attempt | str]:
-        """Start an attempt: ('OK', Attempt), ('EXHAUSTED', Attempt), ('DONE', status) or ('MISSING', '')."""
-        reply = self._begin(keys=[keys.job(job_id), keys.events(job_id)],
-                            args=[worker, host, now_ms(), self.event_history])
+        """Start an attempt holding a lease: ('OK', Attempt), ('EXHAUSTED', Attempt), ('DONE', status) or
+        ('MISSING', '')."""
+        reply = self._begin(keys=[keys.job(job_id), keys.events(job_id), keys.LEASES],
+                            args=[worker, host, now_ms(), self.event_history, self.lease_ms, job_id])
         verdict = _text(reply[0])
         if verdict == "MISSING":
             return verdict, ""
@@ -195,9 +251,9 @@ class Store:
         """Persist a checkpoint under the attempt's epoch; the new seq, or STALE."""
         job_id = attempt.job_id
         reply = self._save(
-            keys=[keys.job(job_id), keys.checkpoint(job_id), keys.checkpoint_history(job_id)],
+            keys=[keys.job(job_id), keys.checkpoint(job_id), keys.checkpoint_history(job_id), keys.LEASES],
             args=[attempt.epoch, data, now_ms(), "" if done is None else done,
-                  "" if total is None else total, self.checkpoint_history],
+                  "" if total is None else total, self.checkpoint_history, self.lease_ms, job_id],
         )
         return STALE if _text(reply) == STALE else int(reply)
 
@@ -242,9 +298,30 @@ class Store:
 
     def mark_requeued(self, attempt: Attempt, reason: str, queue: str, rerouted: bool = False) -> bool:
         """The attempt's job goes back to `queue`; a reroute (on_oom_queue) starts its memory count anew."""
-        reply = self._requeue(keys=[keys.job(attempt.job_id), keys.events(attempt.job_id)],
-                              args=[attempt.epoch, now_ms(), reason, queue, self.event_history, int(rerouted)])
+        reply = self._requeue(keys=[keys.job(attempt.job_id), keys.events(attempt.job_id), keys.LEASES],
+                              args=[attempt.epoch, now_ms(), reason, queue, self.event_history, int(rerouted),
+                                    attempt.job_id])
         return _text(reply) != STALE
+
+    def renew_lease(self, attempt: Attempt) -> bool:
+        """Push the attempt's lease deadline to now + lease_ttl; False when the attempt is STALE."""
+        reply = self._renew(keys=[keys.job(attempt.job_id), keys.LEASES],
+                            args=[attempt.epoch, now_ms() + self.lease_ms, attempt.job_id])
+        return _text(reply) != STALE
+
+    def expired_leases(self, at_ms: int, limit: int = 100) -> list[str]:
+        """Job ids whose lease deadline has passed (cost grows with what expired, not with all jobs)."""
+        return [_text(m) for m in self.r.zrangebyscore(keys.LEASES, "-inf", at_ms, start=0, num=limit)]
+
+    def claim_lost(self, job_id: str, at_ms: int) -> "Claim | None":
+        """Take over an expired attempt (one caller wins); None when the lease is not expired or gone."""
+        reply = self._claim(keys=[keys.job(job_id), keys.events(job_id), keys.LEASES],
+                            args=[job_id, at_ms, self.event_history])
+        if not reply:
+            return None
+        epoch, stuck, attempt, max_attempts, max_stuck, queue, seq = reply
+        return Claim(job_id, int(epoch), int(stuck), int(attempt), int(max_attempts), int(max_stuck),
+                     _text(queue), int(seq))
 
     def release(self, job_id: str, more_attempts: int) -> str:
         """Operator requeue of a parked/failed job: 'OK', or the status that prevents it."""

@@ -44,7 +44,7 @@ class ResilientWorker(Worker):
         super().__init__(queues, connection=connection, serializer=MsgpackSerializer,
                          job_class=ResilientJob, queue_class=Queue, **kwargs)
         self.settings = settings
-        self.store = Store(connection, settings.checkpoint_history, settings.event_history)
+        self.store = Store(connection, settings.checkpoint_history, settings.event_history, settings.lease_ttl)
         self.memory = memory or MemoryWatcher(settings)
         self.job_monitoring_interval = max(1, int(settings.monitor_interval))
         self.host = socket.gethostname()
@@ -120,6 +120,7 @@ class ResilientWorker(Worker):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def main_work_horse(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
+        _die_with_parent(self.pid)
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._horse_stop_requested)
         self.setup_work_horse_signals = lambda: None  # keep our handlers (RQ would reset SIGTERM)
@@ -164,11 +165,21 @@ class ResilientWorker(Worker):
         attempt = self._attempt
         if attempt is not None:
             if isinstance(exc, CorruptCheckpoint):
-                self.store.park(attempt, f"its checkpoint cannot be read ({exc}); inspect it, then "
-                                         "`resilient requeue` to start over")
+                recorded = self.store.park(attempt, f"its checkpoint cannot be read ({exc}); inspect it, then "
+                                                    "`resilient requeue` to start over")
             else:
-                self.store.fail(attempt, "".join(traceback.format_exception_only(exc_info[0], exc)).strip())
+                recorded = self.store.fail(attempt, "".join(traceback.format_exception_only(exc_info[0], exc)).strip())
+            if not recorded:  # superseded: the job's RQ record belongs to the newer attempt now
+                os._exit(deaths.EXIT_STALE)
         super()._finalize_failure(job, queue, execution, exc_info)
+
+    # --- parent: while the horse runs ------------------------------------------------------------
+    def maintain_heartbeats(self, job: ResilientJob, execution: Execution) -> None:  # type: ignore[override]
+        """Every monitor tick: RQ's heartbeats, and our lease; a refused renewal means we were superseded."""
+        super().maintain_heartbeats(job, execution)
+        if self._attempt is not None and self.horse_pid and not self.store.renew_lease(self._attempt):
+            log.warning("job %s: this attempt was taken over (lease lost); stopping it", job.id)
+            self.kill_horse()
 
     # --- parent: after the horse ----------------------------------------------------------------
     def handle_work_horse_killed(self, job: ResilientJob, retpid: int, ret_val: int, rusage: Any) -> None:
@@ -309,7 +320,7 @@ class ResilientWorker(Worker):
 
 
 def run_worker(modules: list[str], queues: list[str], settings: Settings, burst: bool = False,
-               name: str | None = None, log_level: str = "INFO") -> int:
+               name: str | None = None, log_level: str = "INFO", reap: bool = False) -> int:
     """Import the job modules, connect, and work until stopped (or drained, with burst). Exit code."""
     from .connection import open_redis
     from .errors import ConfigError
@@ -323,6 +334,10 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
     connection, url = open_redis(settings)
     memory = MemoryWatcher(settings)
     worker = ResilientWorker(queues, connection, settings, memory=memory, name=name)
+    if reap:
+        from .supervisor import start_reaper_thread
+
+        start_reaper_thread(settings)
     log.info("worker %s on %s, queues %s, jobs %s", worker.name, url, ", ".join(queues), ", ".join(job_names))
     try:
         worker.work(burst=burst, logging_level=log_level)
@@ -338,3 +353,16 @@ def _log_to_stderr(level: str) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
     logger.setLevel(level.upper())
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: the kernel SIGKILLs this horse if its worker parent dies, so no orphan runs on unwatched."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(deaths.EXIT_STALE)
+    except (OSError, AttributeError):
+        log.warning("cannot tie the horse's life to its parent's (no prctl)")
