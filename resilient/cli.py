@@ -190,12 +190,13 @@ def inspect_cmd(ctx: click.Context, job_id: str, as_json: bool) -> None:
 @main.command()
 @click.argument("job_id")
 @click.option("--attempts", default=10, show_default=True, help="Attempts it gets from now on.")
+@click.option("--restart", is_flag=True, help="Start from the beginning (drop the checkpoint, e.g. a corrupt one).")
 @click.pass_context
-def requeue(ctx: click.Context, job_id: str, attempts: int) -> None:
-    """Give a parked or failed job another go, from its last checkpoint."""
+def requeue(ctx: click.Context, job_id: str, attempts: int, restart: bool) -> None:
+    """Give a parked or failed job another go, from its last checkpoint (or from scratch)."""
     from .admin import requeue_job
 
-    click.echo(requeue_job(client_of(ctx), job_id, attempts))
+    click.echo(requeue_job(client_of(ctx), job_id, attempts, restart))
 
 
 @main.command()

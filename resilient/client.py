@@ -10,6 +10,7 @@ import redis
 
 from .codec import encode_state
 from .config import Settings
+from .errors import ConfigError
 from .connection import open_redis
 from .handle import JobHandle
 from .registry import JobSpec
@@ -44,6 +45,8 @@ class Client:
         encode_state(list(args), self.settings.max_checkpoint_bytes, what="args")
         encode_state(kwargs, self.settings.max_checkpoint_bytes, what="kwargs")
         job_id = job_id or uuid.uuid4().hex
+        if self.store.job_fields(job_id):
+            raise ConfigError(f"job id {job_id!r} is already used; pick another (or `resilient requeue` it)")
         options = spec.options
         self.store.create_job(job_id, spec.name, options.queue, options.max_attempts,
                               options.max_deaths_without_progress)

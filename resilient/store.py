@@ -323,6 +323,9 @@ class Store:
         return Claim(job_id, int(epoch), int(stuck), int(attempt), int(max_attempts), int(max_stuck),
                      _text(queue), int(seq))
 
+    def drop_checkpoint(self, job_id: str) -> None:
+        self.r.delete(keys.checkpoint(job_id))
+
     def release(self, job_id: str, more_attempts: int) -> str:
         """Operator requeue of a parked/failed job: 'OK', or the status that prevents it."""
         reply = self._release(keys=[keys.job(job_id), keys.events(job_id), keys.PARKED],

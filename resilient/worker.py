@@ -166,7 +166,7 @@ class ResilientWorker(Worker):
         if attempt is not None:
             if isinstance(exc, CorruptCheckpoint):
                 recorded = self.store.park(attempt, f"its checkpoint cannot be read ({exc}); inspect it, then "
-                                                    "`resilient requeue` to start over")
+                                                    "`resilient requeue --restart` to start over")
             else:
                 recorded = self.store.fail(attempt, "".join(traceback.format_exception_only(exc_info[0], exc)).strip())
             if not recorded:  # superseded: the job's RQ record belongs to the newer attempt now
@@ -316,6 +316,10 @@ class ResilientWorker(Worker):
             death, decision = self._judge(job, pid, status or 0, rusage)
             if decision is not None and decision.action == "requeue":
                 self._requeue(job, queue, self._execution, death, decision)
+            elif decision is not None and self._attempt is not None:
+                self.store.park(self._attempt, decision.reason)
+                self._forget_execution(job, self._execution)
+                self._fail_in_rq(job, queue, f"parked: {decision.reason}")
         raise SystemExit(0)
 
 

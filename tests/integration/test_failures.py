@@ -14,7 +14,8 @@ import redis
 
 import testjobs
 from conftest import ROOT, wait_until
-from resilient import CheckpointError, JobFailed, JobParked, keys
+from resilient import CheckpointError, ConfigError, JobFailed, JobParked, keys
+from resilient.admin import requeue_job
 from resilient.codec import encode
 from resilient.rqjob import rq_queue
 from resilient.store import STALE, Attempt
@@ -113,6 +114,15 @@ def test_corrupt_checkpoint_parks_job_and_worker_keeps_running(client, start_wor
     with pytest.raises(JobParked, match="checkpoint cannot be read"):
         client.handle("bad").result(timeout=30)
     assert testjobs.count_items.enqueue_call((redis_url, 5), client=client).result(timeout=30) == 10
+    assert requeue_job(client, "bad", restart=True) == "job bad requeued on tests"
+    assert client.handle("bad").result(timeout=30) == 10
+
+
+def test_job_id_cannot_be_reused(client, redis_url):
+    """Enqueueing under an id already in use is refused instead of resuming someone else's checkpoint."""
+    testjobs.side_effect.enqueue_call((redis_url, "k"), client=client, job_id="same")
+    with pytest.raises(ConfigError, match="already used"):
+        testjobs.side_effect.enqueue_call((redis_url, "k"), client=client, job_id="same")
 
 
 @pytest.mark.parametrize("payload", ["pickle", "unknown"])

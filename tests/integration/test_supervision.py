@@ -1,0 +1,83 @@
+"""A whole worker dies (parent and horse): its lease expires and the job resumes elsewhere, once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import testjobs
+from conftest import ROOT, wait_until
+from resilient.config import Settings
+from resilient.connection import connect
+from resilient.supervisor import Reaper
+from resilient.store import now_ms
+
+LEASE_TTL = 2.0
+
+
+def test_whole_worker_sigkill_resumes_on_another_worker(client, start_worker, redis_url, redis_client, tmp_path):
+    """SIGKILL parent and horse: within lease_ttl + 1 s the job is requeued; another worker finishes it."""
+    first = start_worker("--lease-ttl", str(LEASE_TTL))
+    handle = testjobs.count_items.enqueue_call((redis_url, 300, 0.01), client=client)
+    wait_until(lambda: int(client.store.job_fields(handle.id).get("seq", 0)) >= 3, what="checkpoints")
+    horse = int(client.store.job_fields(handle.id)["horse_pid"])
+    os.kill(first.pid, signal.SIGKILL)
+    killed_at = now_ms()
+    wait_until(lambda: not _alive(horse), timeout=5, what="the horse to die with its parent")
+    supervisor = _supervisor(redis_url, tmp_path)
+    try:
+        start_worker("--lease-ttl", str(LEASE_TTL))
+        assert handle.result(timeout=60) == sum(range(300))
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(10) == 0
+    events = handle.events()
+    kinds = [e["type"] for e in events]
+    assert kinds[kinds.index("died"):kinds.index("died") + 2] == ["died", "requeued"]
+    lost = next(e for e in events if e["type"] == "died")
+    assert lost["cause"] == "lost" and lost["evidence"]["worker"]
+    requeued_at = int(next(e for e in events if e["type"] == "requeued")["at"])
+    assert requeued_at - killed_at <= (LEASE_TTL + 1) * 1000
+    first_after = next(int(e.split(b":")[1]) for e in redis_client.lrange(f"log:{handle.id}", 0, -1)
+                       if e.startswith(b"2:"))
+    assert first_after >= 3, "restarted from scratch"
+
+
+def test_two_reapers_requeue_each_lost_job_exactly_once(client, redis_url, redis_client):
+    """100 expired leases, two reapers racing: each job is requeued once, none twice."""
+    settings = Settings(redis_url=redis_url)
+    for i in range(100):
+        testjobs.side_effect.enqueue_call((redis_url, "k"), client=client, job_id=f"lost-{i}")
+        client.store.begin_attempt(f"lost-{i}", "gone-worker", "gone-host")
+    redis_client.delete("rq:queue:tests")
+    at = now_ms() + 60_000  # every lease (10 s) has expired by then
+    reapers = [Reaper(connect(redis_url), settings) for _ in range(2)]
+    claims: list[list] = [[], []]
+    threads = [threading.Thread(target=lambda i=i: claims[i].extend(reapers[i].reap_once(at))) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    claimed = [c.job_id for c in claims[0] + claims[1]]
+    assert sorted(claimed) == sorted(f"lost-{i}" for i in range(100))
+    queue_entries = [e.decode() for e in redis_client.lrange("rq:queue:tests", 0, -1)]
+    assert sorted(queue_entries) == sorted(claimed)
+    assert all(client.store.job_fields(f"lost-{i}")["status"] == "queued" for i in range(100))
+
+
+def _supervisor(url: str, cwd) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}", "REDIS_URL": url}
+    return subprocess.Popen([sys.executable, "-m", "resilient", "supervisor", "--lease-ttl", str(LEASE_TTL)],
+                            env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
