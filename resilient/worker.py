@@ -58,6 +58,8 @@ class ResilientWorker(Worker):
         self._ctx: Context | None = None
         self._stop_pending: str | None = None
         self.pressure_waits = 0
+        self._superseded = False
+        self._last_wait_status: int | None = None
 
     # --- parent: one attempt --------------------------------------------------------------------
     def execute_job(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
@@ -70,13 +72,21 @@ class ResilientWorker(Worker):
             return
         assert isinstance(attempt, Attempt)
         self._attempt, self._spec, self._current = attempt, spec, (job, queue)
-        self._outcome, self._killed_for_shutdown = None, False
+        self._outcome, self._killed_for_shutdown, self._superseded = None, False, False
         self.memory.before_attempt()
         try:
             super().execute_job(job, queue)
+            if self._superseded or self._last_wait_status == deaths.EXIT_STALE << 8:
+                # RQ skips its own clean-up when the job already finished elsewhere: drop our ghost entry
+                self._forget_execution(job, self._execution)
         finally:
             self._cancel_grace_timer()
             self._attempt = self._spec = self._current = self._execution = None
+
+    def wait_for_horse(self) -> Any:
+        pid, status, rusage = super().wait_for_horse()
+        self._last_wait_status = status
+        return pid, status, rusage
 
     def prepare_execution(self, job: ResilientJob) -> Execution:  # type: ignore[override]
         self._execution = super().prepare_execution(job)
@@ -176,9 +186,15 @@ class ResilientWorker(Worker):
     # --- parent: while the horse runs ------------------------------------------------------------
     def maintain_heartbeats(self, job: ResilientJob, execution: Execution) -> None:  # type: ignore[override]
         """Every monitor tick: RQ's heartbeats, and our lease; a refused renewal means we were superseded."""
-        super().maintain_heartbeats(job, execution)
-        if self._attempt is not None and self.horse_pid and not self.store.renew_lease(self._attempt):
+        try:
+            super().maintain_heartbeats(job, execution)
+            renewed = self._attempt is None or self.store.renew_lease(self._attempt)
+        except redis.ConnectionError as exc:  # Redis away: keep watching the horse; the lease may lapse
+            log.warning("cannot reach Redis to renew the lease of job %s: %s", job.id, exc)
+            return
+        if not renewed and self.horse_pid:
             log.warning("job %s: this attempt was taken over (lease lost); stopping it", job.id)
+            self._superseded = True
             self.kill_horse()
 
     # --- parent: after the horse ----------------------------------------------------------------

@@ -81,3 +81,35 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_paused_zombie_writes_nothing_and_goes_on(client, start_worker, redis_url, redis_client, tmp_path):
+    """SIGSTOP a worker past its lease, let the job finish elsewhere, SIGCONT: its writes are refused
+    (STALE), the result and checkpoint stay as they were, and the zombie takes the next job."""
+    zombie = start_worker("--lease-ttl", str(LEASE_TTL))
+    handle = testjobs.count_items.enqueue_call((redis_url, 300, 0.01), client=client)
+    wait_until(lambda: int(client.store.job_fields(handle.id).get("seq", 0)) >= 3, what="checkpoints")
+    horse = int(client.store.job_fields(handle.id)["horse_pid"])
+    for pid in (zombie.pid, horse):
+        os.kill(pid, signal.SIGSTOP)
+    supervisor = _supervisor(redis_url, tmp_path)
+    try:
+        rescuer = start_worker("--lease-ttl", str(LEASE_TTL))
+        assert handle.result(timeout=60) == sum(range(300))
+        rescuer.stop()
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        supervisor.wait(10)
+    result, checkpoint = client.store.result_bytes(handle.id), client.store.load_checkpoint(handle.id)
+    for pid in (horse, zombie.pid):
+        os.kill(pid, signal.SIGCONT)
+
+    after = testjobs.side_effect.enqueue_call((redis_url, "after"), client=client)
+    assert after.result(timeout=30) == "ran"  # only the zombie is left to run it
+    wait_until(lambda: not _alive(horse), timeout=10, what="the stale horse to stop")
+    assert client.store.result_bytes(handle.id) == result
+    assert client.store.load_checkpoint(handle.id) == checkpoint
+    assert [e["type"] for e in handle.events()].count("completed") == 1
+    assert handle.status == "completed"
+    assert zombie.proc.poll() is None
+    wait_until(lambda: redis_client.zcard("rq:wip:tests") == 0, timeout=5, what="no ghost in StartedJobRegistry")
