@@ -75,18 +75,26 @@ def worker(ctx: click.Context, modules: tuple[str, ...], queues: tuple[str, ...]
     sys.exit(code)
 
 
-@main.command()
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("worker_args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--workers", type=int, default=0, show_default=True,
+              help="Also run this many local workers (WORKER_ARGS: their modules and flags), restarting dead ones.")
 @click.option("--lease-ttl", type=float, default=None, help="Seconds without renewal before a job is lost (10).")
 @click.option("--interval", type=float, default=0.5, show_default=True, help="Seconds between two reaps.")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.pass_context
-def supervisor(ctx: click.Context, lease_ttl: float | None, interval: float, log_level: str) -> None:
-    """Requeue the jobs of workers that died (expired leases), from their last checkpoint."""
+def supervisor(ctx: click.Context, worker_args: tuple[str, ...], workers: int, lease_ttl: float | None,
+               interval: float, log_level: str) -> None:
+    """Requeue the jobs of workers that died (expired leases); with --workers N, also run N workers:
+    `resilient supervisor --workers 4 myapp.jobs --memory-limit 1G`."""
+    from .logs import log_to_stderr
     from .supervisor import run_supervisor
-    from .worker import _log_to_stderr
 
-    _log_to_stderr(log_level)
-    sys.exit(run_supervisor(settings_of(ctx, lease_ttl=lease_ttl), interval))
+    if workers and not worker_args:
+        raise ConfigError("--workers needs the job modules to run, e.g. `resilient supervisor --workers 2 myapp.jobs`")
+    log_to_stderr(log_level)
+    args = list(worker_args) + (["--lease-ttl", str(lease_ttl)] if lease_ttl else [])
+    sys.exit(run_supervisor(settings_of(ctx, lease_ttl=lease_ttl), interval, workers, args))
 
 
 @main.group()

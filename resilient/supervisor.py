@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from typing import Any
 
 import redis
 from rq.registry import StartedJobRegistry
 
 from .config import Settings
-from .connection import open_redis
+from .connection import open_redis, resolve_url
 from .rqjob import fetch_rq_job, rq_queue
 from .store import Claim, Store, now_ms
 
@@ -89,10 +94,66 @@ def start_reaper_thread(settings: Settings) -> threading.Event:
     return stop
 
 
-def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL) -> int:
-    """`resilient supervisor`: reap until SIGTERM/SIGINT."""
-    import signal
+class WorkerManager:
+    """`resilient supervisor --workers N`: N local worker processes, each restarted when it dies, with a
+    crash-loop backoff (a worker that dies young waits 1, 2, 4 ... up to 60 s before its restart)."""
 
+    def __init__(self, count: int, worker_argv: list[str], env: dict[str, str]) -> None:
+        self.argv = worker_argv
+        self.env = env
+        self.slots = [_Slot() for _ in range(count)]
+
+    def tick(self, now: float) -> None:
+        for slot in self.slots:
+            if slot.process is not None and slot.process.poll() is None:
+                continue
+            if slot.process is not None:
+                slot.record_exit(now)
+            if now >= slot.restart_at:
+                slot.process = subprocess.Popen(self.argv, env=self.env)
+                slot.started_at = now
+                log.info("worker started (pid %d)", slot.process.pid)
+
+    def pids(self) -> list[int]:
+        return [s.process.pid for s in self.slots if s.process is not None and s.process.poll() is None]
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM every worker (they checkpoint and requeue their jobs), SIGKILL what outlives `grace`."""
+        running = [s.process for s in self.slots if s.process is not None and s.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in running:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+class _Slot:
+    YOUNG = 30.0  # a worker that dies sooner than this counts as crash-looping
+    MAX_DELAY = 60.0
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.restart_at = 0.0
+        self.crashes = 0
+
+    def record_exit(self, now: float) -> None:
+        assert self.process is not None
+        code = self.process.returncode
+        self.crashes = self.crashes + 1 if now - self.started_at < self.YOUNG else 0
+        delay = min(self.MAX_DELAY, 2.0 ** (self.crashes - 1)) if self.crashes else 0.0
+        log.warning("worker pid %d exited (%s); restarting in %.0f s", self.process.pid, code, delay)
+        self.restart_at = now + delay
+        self.process = None
+
+
+def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers: int = 0,
+                   worker_args: list[str] | None = None) -> int:
+    """`resilient supervisor`: reap expired leases (and keep `workers` local workers running) until SIGTERM."""
     connection, url = open_redis(settings)
     stop = threading.Event()
 
@@ -101,7 +162,21 @@ def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    log.info("supervisor reaping expired leases on %s every %.1f s (lease ttl %.0f s)", url, interval,
-             settings.lease_ttl)
-    Reaper(connection, settings).run(stop, interval)
+    manager = None
+    if workers:
+        env = {**os.environ, "REDIS_URL": resolve_url(settings)}
+        manager = WorkerManager(workers, [sys.executable, "-m", "resilient", "worker", *(worker_args or [])], env)
+    log.info("supervisor on %s: reaping every %.1f s (lease ttl %.0f s)%s", url, interval, settings.lease_ttl,
+             f", keeping {workers} workers" if workers else "")
+    reaper = Reaper(connection, settings)
+    while not stop.is_set():
+        if manager is not None:
+            manager.tick(time.monotonic())
+        try:
+            reaper.reap_once()
+        except redis.RedisError as exc:
+            log.warning("reaper: %s", exc)
+        stop.wait(interval)
+    if manager is not None:
+        manager.stop(settings.shutdown_grace + 5)
     return 0

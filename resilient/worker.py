@@ -26,6 +26,7 @@ from .config import Settings, format_size
 from .context import Context
 from .deaths import Death, Decision
 from .errors import CorruptCheckpoint, Preempted, StaleAttempt, UnknownJob
+from .logs import log_to_stderr
 from .memory_watch import MemoryWatcher
 from .registry import JobSpec, lookup
 from .rqjob import ResilientJob, rq_queue
@@ -346,7 +347,7 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
     from .errors import ConfigError
     from .registry import import_job_modules
 
-    _log_to_stderr(log_level)
+    log_to_stderr(log_level)
     job_names = import_job_modules(modules)
     if not job_names:
         raise ConfigError(f"no @resilient.job found in {', '.join(modules)}")
@@ -365,14 +366,6 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
         memory.close()
     return 0
 
-
-def _log_to_stderr(level: str) -> None:
-    logger = logging.getLogger("resilient")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-    logger.setLevel(level.upper())
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -113,3 +113,27 @@ def test_paused_zombie_writes_nothing_and_goes_on(client, start_worker, redis_ur
     assert handle.status == "completed"
     assert zombie.proc.poll() is None
     wait_until(lambda: redis_client.zcard("rq:wip:tests") == 0, timeout=5, what="no ghost in StartedJobRegistry")
+
+
+def test_supervisor_keeps_n_workers_running(client, redis_url, redis_client, tmp_path):
+    """`supervisor --workers 2`: a killed worker is replaced; jobs still run; SIGTERM stops it all, exit 0."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}", "REDIS_URL": redis_url}
+    supervisor = subprocess.Popen([sys.executable, "-m", "resilient", "supervisor", "--workers", "2", "testjobs"],
+                                  env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        first = wait_until(lambda: _worker_pids(redis_client) if len(_worker_pids(redis_client)) == 2 else None,
+                           what="two workers")
+        victim = sorted(first)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: len(_worker_pids(redis_client) - {victim}) == 2, what="a replacement worker")
+        assert testjobs.side_effect.enqueue_call((redis_url, "k"), client=client).result(timeout=30) == "ran"
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(30) == 0
+    assert not any(_alive(pid) for pid in _worker_pids(redis_client) - {victim})
+
+
+def _worker_pids(redis_client) -> set[int]:
+    """PIDs of live workers that publish a status (dead ones linger until their key expires)."""
+    pids = {int(redis_client.hget(key, "pid") or 0) for key in redis_client.scan_iter("resilient:worker:*")}
+    return {pid for pid in pids if pid and _alive(pid)}
