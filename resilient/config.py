@@ -64,6 +64,8 @@ class Settings:
     psi_threshold: float = 10.0
     sample_interval: float = 0.1
     lease_ttl: float = 10.0
+    retry_backoff: float = 1.0  # seconds before the first retry after a death; doubles per death in a row
+    retry_backoff_max: float = 60.0
     result_ttl: int = 7 * 24 * 3600
 
     @classmethod
@@ -85,6 +87,8 @@ class Settings:
             "critical": lambda v: parse_fraction("critical", v),
             "psi_threshold": float,
             "lease_ttl": float,
+            "retry_backoff": float,
+            "retry_backoff_max": float,
         }
         for field, read in readers.items():
             raw = env.get(f"RESILIENT_{field.upper()}")

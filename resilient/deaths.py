@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,9 +94,18 @@ class Decision:
     queue: str = ""
     reason: str = ""
     rerouted: bool = False
+    delay: float = 0.0  # seconds before the requeued job may run again
 
 
-def decide(death: Death, count: DeathCount, options: JobOptions, queue: str) -> Decision:
+def backoff(deaths_in_a_row: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter: base, 2 base, 4 base ... up to cap, each scaled by 0.5-1.0."""
+    if base <= 0 or deaths_in_a_row < 1:
+        return 0.0
+    return min(cap, base * 2 ** (deaths_in_a_row - 1)) * (rng or random).uniform(0.5, 1.0)
+
+
+def decide(death: Death, count: DeathCount, options: JobOptions, queue: str, backoff_base: float = 0.0,
+           backoff_max: float = 60.0) -> Decision:
     """Requeue from the checkpoint, route to the big-memory queue, or park with a diagnosis."""
     if death.is_memory and count.memory_stuck >= options.max_memory_deaths_at_same_checkpoint:
         if options.on_oom_queue and queue != options.on_oom_queue:
@@ -109,7 +119,10 @@ def decide(death: Death, count: DeathCount, options: JobOptions, queue: str) -> 
     if count.attempt >= options.max_attempts:
         return Decision("park", reason=f"gave up after {count.attempt} attempts (max_attempts); "
                                        f"last: {describe(death)}")
-    return Decision("requeue", queue, death.cause)
+    # A preemption resumes at once (the worker stepped aside on purpose); a death waits a little, longer
+    # each time it dies again without progress.
+    delay = 0.0 if death.cause.startswith("preempted:") else backoff(count.stuck, backoff_base, backoff_max)
+    return Decision("requeue", queue, death.cause, delay=delay)
 
 
 def peak_rss(evidence: dict[str, Any]) -> int:

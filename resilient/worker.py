@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 import traceback
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import redis
@@ -61,6 +61,7 @@ class ResilientWorker(Worker):
         self.pressure_waits = 0
         self._superseded = False
         self._last_wait_status: int | None = None
+        self._burst = False
 
     # --- parent: one attempt --------------------------------------------------------------------
     def execute_job(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
@@ -221,7 +222,8 @@ class ResilientWorker(Worker):
         count = self.store.record_death(attempt, cause, evidence, death.counts_toward_cap, death.is_memory)
         if count is None:
             return death, None
-        return death, deaths.decide(death, count, spec.options, job.origin)
+        base = 0.0 if self._burst else self.settings.retry_backoff  # a burst worker must not leave jobs behind
+        return death, deaths.decide(death, count, spec.options, job.origin, base, self.settings.retry_backoff_max)
 
     def handle_job_failure(self, job: ResilientJob, queue: Queue, started_job_registry: Any = None,  # type: ignore[override]
                            exc_string: str = "", execution: Execution | None = None) -> None:
@@ -253,8 +255,11 @@ class ResilientWorker(Worker):
             return
         self._forget_execution(job, execution)
         target = queue if decision.queue == queue.name else rq_queue(decision.queue, self.connection)
-        target.enqueue_job(job, at_front=True)
-        log.info("job %s requeued on %s (%s)", job.id, target.name, decision.reason)
+        if decision.delay:
+            target.schedule_job(job, datetime.now(timezone.utc) + timedelta(seconds=decision.delay))
+        else:
+            target.enqueue_job(job, at_front=True)
+        log.info("job %s requeued on %s in %.1f s (%s)", job.id, target.name, decision.delay, decision.reason)
 
     # --- memory pressure: take no new job while the worker's memory is under pressure ---------------
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
@@ -348,6 +353,9 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
     from .registry import import_job_modules
 
     log_to_stderr(log_level)
+    worker_pid = os.getpid()
+    # RQ's scheduler runs in a forked process too: none of our children may outlive this worker
+    os.register_at_fork(after_in_child=lambda: _set_parent_death_signal() if os.getppid() == worker_pid else None)
     job_names = import_job_modules(modules)
     if not job_names:
         raise ConfigError(f"no @resilient.job found in {', '.join(modules)}")
@@ -361,7 +369,8 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
         start_reaper_thread(settings)
     log.info("worker %s on %s, queues %s, jobs %s", worker.name, url, ", ".join(queues), ", ".join(job_names))
     try:
-        worker.work(burst=burst, logging_level=log_level)
+        worker._burst = burst
+        worker.work(burst=burst, logging_level=log_level, with_scheduler=not burst)
     finally:
         memory.close()
     return 0
@@ -370,12 +379,15 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
 
 def _die_with_parent(parent_pid: int) -> None:
     """Linux: the kernel SIGKILLs this horse if its worker parent dies, so no orphan runs on unwatched."""
+    _set_parent_death_signal()
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(deaths.EXIT_STALE)
+
+
+def _set_parent_death_signal() -> None:
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(deaths.EXIT_STALE)
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        log.warning("cannot tie the horse's life to its parent's (no prctl)")
+        log.warning("cannot tie a child's life to the worker's (no prctl)")

@@ -129,3 +129,16 @@ def grow_without_safe_points(ctx: resilient.Context, mb_per_step: int = 2) -> di
             kept.append(b"x" * (mb_per_step * MiB))
             time.sleep(0.005)
     return {"attempt": ctx.attempt, "previous": ctx.previous_death.cause}
+
+
+@resilient.job(queue="tests", checkpoint_every=0.1)
+def quiet_sum(ctx: resilient.Context, n: int, delay: float = 0.01) -> int:
+    """Sums range(n) slowly, touching Redis only through ctx (so only resilient's own retries matter)."""
+    state = ctx.checkpoint or {"i": 0, "total": 0}
+    i, total = state["i"], state["total"]
+    while i < n:
+        time.sleep(delay)
+        total += i
+        i += 1
+        ctx.save({"i": i, "total": total})
+    return total
