@@ -4,6 +4,7 @@ PREFIX = "resilient:"
 
 LEASES = PREFIX + "leases"
 PARKED = PREFIX + "parked"
+DELAYED = PREFIX + "delayed"  # zset: job id -> when its retry may run (ms); named in store.py's Lua too
 JOBS = PREFIX + "jobs"  # zset of every job id we know, scored by enqueue time
 WORKERS = PREFIX + "workers"  # set of worker names that publish a status hash
 

@@ -18,6 +18,18 @@ STALE = "STALE"
 _FENCE = """
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 'STALE' end
 """
+_PUSH_BACK = """
+-- Back into RQ's queue (its key names are pinned with rq 3.x), at the front, or into our delayed set.
+local function push_back(job_id, queue, delay_ms, now)
+  if tonumber(delay_ms) > 0 then
+    redis.call('ZADD', 'resilient:delayed', tonumber(now) + tonumber(delay_ms), job_id)
+    return
+  end
+  redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue)
+  redis.call('HSET', 'rq:job:' .. job_id, 'status', 'queued', 'origin', queue)
+  redis.call('LPUSH', 'rq:queue:' .. queue, job_id)
+end
+"""
 
 _BEGIN = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -89,13 +101,38 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'type', 'died', 'at', A
 return {'OK', stuck, mem_stuck, seq, tonumber(redis.call('HGET', KEYS[1], 'attempt'))}
 """
 
-_REQUEUE = _FENCE + """
+# ARGV: epoch, now, reason, queue, events cap, rerouted (0/1), job id, delay ms
+_REQUEUE = _FENCE + _PUSH_BACK + """
 redis.call('HSET', KEYS[1], 'status', 'queued', 'queue', ARGV[4])
 redis.call('ZREM', KEYS[3], ARGV[7])
 if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'mem_stuck', 0); redis.call('HDEL', KEYS[1], 'mem_seq') end
+push_back(ARGV[7], ARGV[4], ARGV[8], ARGV[2])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'type', 'requeued', 'at', ARGV[2],
-  'from_seq', redis.call('HGET', KEYS[1], 'seq') or '0', 'reason', ARGV[3], 'queue', ARGV[4])
+  'from_seq', redis.call('HGET', KEYS[1], 'seq') or '0', 'reason', ARGV[3], 'queue', ARGV[4],
+  'delay_ms', ARGV[8])
 return 'OK'
+"""
+
+# Delayed retries whose time has come go back to their queue; any caller may run it, each job moves once.
+_PROMOTE = _PUSH_BACK + """
+local due = redis.call('ZRANGEBYSCORE', 'resilient:delayed', '-inf', ARGV[1], 'LIMIT', 0, 100)
+for _, job_id in ipairs(due) do
+  redis.call('ZREM', 'resilient:delayed', job_id)
+  local queue = redis.call('HGET', 'resilient:job:' .. job_id, 'queue')
+  if queue and redis.call('HGET', 'resilient:job:' .. job_id, 'status') == 'queued' then
+    push_back(job_id, queue, 0, ARGV[1])
+  end
+end
+return #due
+"""
+
+# A queue entry stranded in RQ's intermediate list (its worker died between taking it and starting it):
+# back to the front of its queue, if it is still ours to move. ARGV: job id, queue.
+_RESCUE = _PUSH_BACK + """
+if redis.call('HGET', 'resilient:job:' .. ARGV[1], 'status') ~= 'queued' then return 0 end
+if redis.call('LREM', 'rq:queue:' .. ARGV[2] .. ':intermediate', 0, ARGV[1]) == 0 then return 0 end
+push_back(ARGV[1], ARGV[2], 0, 0)
+return 1
 """
 
 _RENEW = _FENCE + """
@@ -106,7 +143,7 @@ return 'OK'
 # A lease past its deadline: the attempt is lost (worker or container gone, or paused). One caller wins:
 # it bumps the epoch (fencing the old attempt out) and gets the job back as 'queued', or 'parked' when the
 # job died too often without progress. ARGV: job id, now, events cap.
-_CLAIM = """
+_CLAIM = _PUSH_BACK + """
 local deadline = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if not deadline or tonumber(deadline) > tonumber(ARGV[2]) then return false end
 redis.call('ZREM', KEYS[3], ARGV[1])
@@ -120,11 +157,29 @@ redis.call('HSET', KEYS[1], 'stuck_seq', seq)
 local job = redis.call('HMGET', KEYS[1], 'worker', 'host', 'attempt', 'max_attempts', 'max_stuck', 'queue')
 local evidence = cmsgpack.pack({cause = 'lost', worker = job[1], host = job[2], lease_deadline = tonumber(deadline),
   detected_at = tonumber(ARGV[2]), seq = seq})
-redis.call('HSET', KEYS[1], 'last_death', evidence, 'status', 'queued')
+redis.call('HSET', KEYS[1], 'last_death', evidence)
 redis.call('HINCRBY', KEYS[1], 'deaths', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'died', 'at', ARGV[2], 'epoch', epoch - 1,
   'cause', 'lost', 'seq', seq, 'evidence', evidence)
-return {epoch, stuck, tonumber(job[3]), tonumber(job[4]), tonumber(job[5] or '3'), job[6], seq}
+local attempt, max_attempts, max_stuck = tonumber(job[3]), tonumber(job[4]), tonumber(job[5] or '3')
+local reason = false
+if stuck >= max_stuck then
+  reason = 'lost ' .. stuck .. ' times at checkpoint ' .. seq .. ' without progress (its worker died each time: ' ..
+    'look for the whole container being killed)'
+elseif attempt >= max_attempts then
+  reason = 'gave up after ' .. attempt .. ' attempts (max_attempts); last: lost'
+end
+if reason then
+  redis.call('HSET', KEYS[1], 'status', 'parked', 'parked_reason', reason, 'finished_at', ARGV[2])
+  redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'parked', 'at', ARGV[2], 'parked_reason', reason)
+else
+  redis.call('HSET', KEYS[1], 'status', 'queued')
+  push_back(ARGV[1], job[6], 0, ARGV[2])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'requeued', 'at', ARGV[2], 'from_seq', seq,
+    'reason', 'lost', 'queue', job[6], 'delay_ms', 0)
+end
+return {epoch, stuck, attempt, job[6], seq, reason}
 """
 
 # An operator's requeue: new epoch (fences out anything still running), counters reset, more attempts.
@@ -175,20 +230,15 @@ class DeathCount:
 
 @dataclass(frozen=True)
 class Claim:
-    """A lost attempt taken over by a reaper: the job is 'queued' under a new epoch."""
+    """A lost attempt taken over by a reaper: requeued under a new epoch, or parked (`parked_reason`)."""
 
     job_id: str
     epoch: int
     stuck: int
     attempt: int
-    max_attempts: int
-    max_stuck: int
     queue: str
     seq: int
-
-    @property
-    def attempt_record(self) -> Attempt:
-        return Attempt(self.job_id, self.epoch, self.attempt, None)
+    parked_reason: str
 
 
 class Store:
@@ -209,6 +259,8 @@ class Store:
         self._release = connection.register_script(_RELEASE)
         self._renew = connection.register_script(_RENEW)
         self._claim = connection.register_script(_CLAIM)
+        self._promote = connection.register_script(_PROMOTE)
+        self._rescue = connection.register_script(_RESCUE)
 
     # --- enqueue side -------------------------------------------------------------------------
     def create_job(self, job_id: str, name: str, queue: str, max_attempts: int, max_stuck: int = 3,
@@ -296,12 +348,21 @@ class Store:
             return None
         return DeathCount(int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]))
 
-    def mark_requeued(self, attempt: Attempt, reason: str, queue: str, rerouted: bool = False) -> bool:
-        """The attempt's job goes back to `queue`; a reroute (on_oom_queue) starts its memory count anew."""
+    def mark_requeued(self, attempt: Attempt, reason: str, queue: str, rerouted: bool = False,
+                      delay: float = 0.0) -> bool:
+        """The attempt's job goes back to the front of `queue` (after `delay` seconds) in one step; a
+        reroute (on_oom_queue) starts its memory count anew. False when the attempt is STALE."""
         reply = self._requeue(keys=[keys.job(attempt.job_id), keys.events(attempt.job_id), keys.LEASES],
                               args=[attempt.epoch, now_ms(), reason, queue, self.event_history, int(rerouted),
-                                    attempt.job_id])
+                                    attempt.job_id, int(delay * 1000)])
         return _text(reply) != STALE
+
+    def promote_due(self, at_ms: int | None = None) -> int:
+        """Move delayed retries whose time has come into their queues; how many were due."""
+        return int(self._promote(args=[now_ms() if at_ms is None else at_ms]))
+
+    def rescue_stranded(self, job_id: str, queue: str) -> bool:
+        return bool(self._rescue(args=[job_id, queue]))
 
     def renew_lease(self, attempt: Attempt) -> bool:
         """Push the attempt's lease deadline to now + lease_ttl; False when the attempt is STALE."""
@@ -314,14 +375,15 @@ class Store:
         return [_text(m) for m in self.r.zrangebyscore(keys.LEASES, "-inf", at_ms, start=0, num=limit)]
 
     def claim_lost(self, job_id: str, at_ms: int) -> "Claim | None":
-        """Take over an expired attempt (one caller wins); None when the lease is not expired or gone."""
-        reply = self._claim(keys=[keys.job(job_id), keys.events(job_id), keys.LEASES],
+        """Take over an expired attempt (one caller wins): the job is back at the front of its queue, or
+        parked when it keeps getting lost without progress. None when the lease is not expired or gone."""
+        reply = self._claim(keys=[keys.job(job_id), keys.events(job_id), keys.LEASES, keys.PARKED],
                             args=[job_id, at_ms, self.event_history])
         if not reply:
             return None
-        epoch, stuck, attempt, max_attempts, max_stuck, queue, seq = reply
-        return Claim(job_id, int(epoch), int(stuck), int(attempt), int(max_attempts), int(max_stuck),
-                     _text(queue), int(seq))
+        epoch, stuck, attempt, queue, seq, reason = reply
+        return Claim(job_id, int(epoch), int(stuck), int(attempt), _text(queue), int(seq),
+                     _text(reason) if reason else "")
 
     def drop_checkpoint(self, job_id: str) -> None:
         self.r.delete(keys.checkpoint(job_id))

@@ -30,35 +30,51 @@ class Reaper:
         self.connection = connection
         self.store = Store(connection, settings.checkpoint_history, settings.event_history, settings.lease_ttl)
         self.result_ttl = settings.result_ttl
+        self.lease_ttl = settings.lease_ttl
+        self._stranded: dict[tuple[str, str], float] = {}
 
     def reap_once(self, at_ms: int | None = None) -> list[Claim]:
+        """One pass: expired leases, due delayed retries, entries stranded between dequeue and start."""
         at_ms = now_ms() if at_ms is None else at_ms
         claims = []
         for job_id in self.store.expired_leases(at_ms):
             claim = self.store.claim_lost(job_id, at_ms)
             if claim is not None:
-                self._hand_back(claim)
+                self._after_claim(claim)
                 claims.append(claim)
+        self.store.promote_due(at_ms)
+        self._rescue_stranded()
         return claims
 
-    def _hand_back(self, claim: Claim) -> None:
-        """RQ's side of a takeover: out of the started registry, then requeued at the front, or parked."""
+    def _after_claim(self, claim: Claim) -> None:
+        """RQ's side of a takeover: out of the started registry; a parked job goes to RQ's failed registry."""
         _forget_started(self.connection, claim)
+        if not claim.parked_reason:
+            log.info("job %s: lease expired (worker gone); requeued from checkpoint %d", claim.job_id, claim.seq)
+            return
+        log.warning("job %s parked: %s", claim.job_id, claim.parked_reason)
         job = fetch_rq_job(claim.job_id, self.connection)
-        queue = rq_queue(claim.queue, self.connection)
-        reason = _park_reason(claim)
-        if reason:
-            self.store.park(claim.attempt_record, reason)
-            if job is not None:
-                queue.failed_job_registry.add(job, ttl=self.result_ttl, exc_string=f"parked: {reason}")
-            log.warning("job %s parked: %s", claim.job_id, reason)
-            return
-        self.store.mark_requeued(claim.attempt_record, "lost", claim.queue)
-        if job is None:
-            log.error("job %s lost its RQ record; cannot requeue it", claim.job_id)
-            return
-        queue.enqueue_job(job, at_front=True)
-        log.info("job %s: lease expired (worker gone); requeued from checkpoint %d", claim.job_id, claim.seq)
+        if job is not None:
+            queue = rq_queue(claim.queue, self.connection)
+            queue.failed_job_registry.add(job, ttl=self.result_ttl, exc_string=f"parked: {claim.parked_reason}")
+
+    def _rescue_stranded(self) -> None:
+        """A worker that died right after taking a job off its queue leaves the id in RQ's intermediate
+        list, with no lease: seen there twice, lease_ttl apart, it goes back to the front of its queue."""
+        now = time.monotonic()
+        seen_now: dict[tuple[str, str], float] = {}
+        for queue in self._queue_names():
+            for raw in self.connection.lrange(f"rq:queue:{queue}:intermediate", 0, -1):
+                entry = (raw.decode(), queue)
+                first_seen = self._stranded.get(entry, now)
+                if now - first_seen > self.lease_ttl and self.store.rescue_stranded(*entry):
+                    log.warning("job %s was stranded between dequeue and start; requeued", entry[0])
+                    continue
+                seen_now[entry] = first_seen
+        self._stranded = seen_now
+
+    def _queue_names(self) -> list[str]:
+        return [key.decode().removeprefix("rq:queue:") for key in self.connection.smembers("rq:queues")]
 
     def run(self, stop: threading.Event, interval: float = REAP_INTERVAL) -> None:
         while not stop.is_set():
@@ -67,15 +83,6 @@ class Reaper:
             except redis.RedisError as exc:  # keep reaping once Redis is back
                 log.warning("reaper: %s", exc)
             stop.wait(interval)
-
-
-def _park_reason(claim: Claim) -> str:
-    if claim.stuck >= claim.max_stuck:
-        return (f"lost {claim.stuck} times at checkpoint {claim.seq} without progress (its worker died each "
-                "time: look for the whole container being killed)")
-    if claim.attempt >= claim.max_attempts:
-        return f"gave up after {claim.attempt} attempts (max_attempts); last: lost"
-    return ""
 
 
 def _forget_started(connection: redis.Redis, claim: Claim) -> None:
@@ -142,9 +149,12 @@ class _Slot:
         self.crashes = 0
 
     def record_exit(self, now: float) -> None:
+        """A worker killed by a signal (OOM killer, an operator) comes back at once; one that keeps exiting
+        by itself soon after its start (bad config, Redis unreachable) is crash-looping and waits."""
         assert self.process is not None
         code = self.process.returncode
-        self.crashes = self.crashes + 1 if now - self.started_at < self.YOUNG else 0
+        young_failure = code is not None and code > 0 and now - self.started_at < self.YOUNG
+        self.crashes = self.crashes + 1 if young_failure else 0
         delay = min(self.MAX_DELAY, 2.0 ** (self.crashes - 1)) if self.crashes else 0.0
         log.warning("worker pid %d exited (%s); restarting in %.0f s", self.process.pid, code, delay)
         self.restart_at = now + delay

@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 import traceback
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -29,7 +29,7 @@ from .errors import CorruptCheckpoint, Preempted, StaleAttempt, UnknownJob
 from .logs import log_to_stderr
 from .memory_watch import MemoryWatcher
 from .registry import JobSpec, lookup
-from .rqjob import ResilientJob, rq_queue
+from .rqjob import ResilientJob
 from .store import Attempt, Store
 
 log = logging.getLogger("resilient.worker")
@@ -248,18 +248,12 @@ class ResilientWorker(Worker):
 
     def _requeue(self, job: ResilientJob, queue: Queue, execution: Execution | None, death: Death,
                  decision: Decision) -> None:
-        """Same job id, next attempt, at the front of its queue: it resumes from its checkpoint."""
+        """Same job id, next attempt, at the front of its queue (now, or after a backoff delay): it resumes
+        from its checkpoint. Status, lease and queue entry change in one step."""
         assert self._attempt is not None
-        if not self.store.mark_requeued(self._attempt, death.cause, decision.queue, decision.rerouted):
-            self._forget_execution(job, execution)
-            return
+        self.store.mark_requeued(self._attempt, death.cause, decision.queue, decision.rerouted, decision.delay)
         self._forget_execution(job, execution)
-        target = queue if decision.queue == queue.name else rq_queue(decision.queue, self.connection)
-        if decision.delay:
-            target.schedule_job(job, datetime.now(timezone.utc) + timedelta(seconds=decision.delay))
-        else:
-            target.enqueue_job(job, at_front=True)
-        log.info("job %s requeued on %s in %.1f s (%s)", job.id, target.name, decision.delay, decision.reason)
+        log.info("job %s requeued on %s in %.1f s (%s)", job.id, decision.queue, decision.delay, decision.reason)
 
     # --- memory pressure: take no new job while the worker's memory is under pressure ---------------
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
@@ -288,8 +282,15 @@ class ResilientWorker(Worker):
         log.info("memory pressure gone: taking jobs again")
         self.heartbeat()
 
+    @property
+    def dequeue_timeout(self) -> int:
+        """Wake up every second while idle: to heartbeat, watch memory and release delayed retries."""
+        return 1
+
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         super().heartbeat(timeout, pipeline)
+        if pipeline is None and not self.is_horse:
+            self.store.promote_due()
         status = {**self.memory.status(), "pressure_waits": self.pressure_waits, "host": self.host,
                   "pid": os.getpid(), "job": self._attempt.job_id if self._attempt else ""}
         connection = pipeline if pipeline is not None else self.connection
@@ -370,7 +371,7 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
     log.info("worker %s on %s, queues %s, jobs %s", worker.name, url, ", ".join(queues), ", ".join(job_names))
     try:
         worker._burst = burst
-        worker.work(burst=burst, logging_level=log_level, with_scheduler=not burst)
+        worker.work(burst=burst, logging_level=log_level)
     finally:
         memory.close()
     return 0

@@ -142,3 +142,13 @@ def quiet_sum(ctx: resilient.Context, n: int, delay: float = 0.01) -> int:
         i += 1
         ctx.save({"i": i, "total": total})
     return total
+
+
+@resilient.job(queue="chaos", checkpoint_every=0.1, max_attempts=100, max_deaths_without_progress=5)
+def chaos_sum(ctx: resilient.Context, url: str, n: int = 200, delay: float = 0.01) -> int:
+    """Sum of i*i over ctx.iterate(range(n)); counts every item it processes in `chaos:items`."""
+    r = redis.Redis.from_url(url)
+    for i in ctx.iterate(range(n)):
+        time.sleep(delay)
+        r.incr("chaos:items")
+    return sum(i * i for i in range(n))
