@@ -61,17 +61,21 @@ def client_of(ctx: click.Context) -> Client:
 @click.option("--shutdown-grace", type=float, default=None, help="Seconds a job gets to checkpoint on SIGTERM.")
 @click.option("--lease-ttl", type=float, default=None, help="Seconds a lost worker's job waits to be reaped (10).")
 @click.option("--reap", is_flag=True, help="Also reap expired leases (as `resilient supervisor` does).")
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True,
+              help="auto: JSON unless on a terminal.")
 @click.pass_context
 def worker(ctx: click.Context, modules: tuple[str, ...], queues: tuple[str, ...], burst: bool,
-           name: str | None, memory_limit: str | None, log_level: str, reap: bool, **tuning: Any) -> None:
+           name: str | None, memory_limit: str | None, log_level: str, log_format: str, reap: bool,
+           metrics_port: int | None, **tuning: Any) -> None:
     """Run a worker for the jobs defined in MODULES (e.g. `resilient worker myapp.jobs`)."""
     from .worker import run_worker
 
     limit = parse_size(memory_limit) if memory_limit else None
     settings = settings_of(ctx, memory_limit=limit, **tuning)
     code = run_worker(list(modules), list(queues), settings, burst=burst, name=name, log_level=log_level,
-                      reap=reap)
+                      reap=reap, log_format=log_format, metrics_port=metrics_port)
     sys.exit(code)
 
 
@@ -81,10 +85,12 @@ def worker(ctx: click.Context, modules: tuple[str, ...], queues: tuple[str, ...]
               help="Also run this many local workers (WORKER_ARGS: their modules and flags), restarting dead ones.")
 @click.option("--lease-ttl", type=float, default=None, help="Seconds without renewal before a job is lost (10).")
 @click.option("--interval", type=float, default=0.5, show_default=True, help="Seconds between two reaps.")
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True)
 @click.pass_context
 def supervisor(ctx: click.Context, worker_args: tuple[str, ...], workers: int, lease_ttl: float | None,
-               interval: float, log_level: str) -> None:
+               interval: float, log_level: str, log_format: str, metrics_port: int | None) -> None:
     """Requeue the jobs of workers that died (expired leases); with --workers N, also run N workers:
     `resilient supervisor --workers 4 myapp.jobs --memory-limit 1G`."""
     from .logs import log_to_stderr
@@ -92,9 +98,25 @@ def supervisor(ctx: click.Context, worker_args: tuple[str, ...], workers: int, l
 
     if workers and not worker_args:
         raise ConfigError("--workers needs the job modules to run, e.g. `resilient supervisor --workers 2 myapp.jobs`")
-    log_to_stderr(log_level)
+    log_to_stderr(log_level, log_format)
     args = list(worker_args) + (["--lease-ttl", str(lease_ttl)] if lease_ttl else [])
-    sys.exit(run_supervisor(settings_of(ctx, lease_ttl=lease_ttl), interval, workers, args))
+    sys.exit(run_supervisor(settings_of(ctx, lease_ttl=lease_ttl), interval, workers, args, metrics_port))
+
+
+@main.command()
+@click.option("--live", "mode", flag_value="live", help="This container's worker/supervisor is ticking (no Redis).")
+@click.option("--ready", "mode", flag_value="ready", help="Redis answers and the local workers are registered.")
+@click.option("--max-age", type=float, default=30.0, show_default=True, help="Seconds since the last tick.")
+@click.pass_context
+def health(ctx: click.Context, mode: str | None, max_age: float) -> None:
+    """Container probes: exit 0 when healthy, 1 (with one line saying why) when not."""
+    from .health import check_live, check_ready
+
+    if mode is None:
+        raise ConfigError("say which probe: `resilient health --live` or `resilient health --ready`")
+    ok, message = check_live(max_age) if mode == "live" else check_ready(settings_of(ctx), max_age)
+    click.echo(message, err=not ok)
+    sys.exit(0 if ok else 1)
 
 
 @main.group()

@@ -6,6 +6,7 @@ import time
 from itertools import islice
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
+from . import metrics
 from .codec import decode, encode_state
 from .deaths import Death
 from .errors import Preempted, StaleAttempt
@@ -127,7 +128,9 @@ class Context:
             self.request_stop("memory")
 
     def _persist(self, data: bytes, state: Any) -> None:
+        started = time.perf_counter()
         seq = self._store.save_checkpoint(self._attempt, data, self._done, self._total)
+        metrics.checkpoint_saved(time.perf_counter() - started)
         self._write(seq)
         self.seq = int(seq)
         self._state = state

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from rq.registry import StartedJobRegistry
 
+from . import health, metrics
 from .config import Settings
 from .connection import open_redis, resolve_url
 from .rqjob import fetch_rq_job, rq_queue
@@ -51,6 +52,7 @@ class Reaper:
         _forget_started(self.connection, claim)
         if not claim.parked_reason:
             log.info("job %s: lease expired (worker gone); requeued from checkpoint %d", claim.job_id, claim.seq)
+            metrics.death("lost")
             return
         log.warning("job %s parked: %s", claim.job_id, claim.parked_reason)
         job = fetch_rq_job(claim.job_id, self.connection)
@@ -162,7 +164,7 @@ class _Slot:
 
 
 def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers: int = 0,
-                   worker_args: list[str] | None = None) -> int:
+                   worker_args: list[str] | None = None, metrics_port: int | None = None) -> int:
     """`resilient supervisor`: reap expired leases (and keep `workers` local workers running) until SIGTERM."""
     connection, url = open_redis(settings)
     stop = threading.Event()
@@ -179,7 +181,10 @@ def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers:
     log.info("supervisor on %s: reaping every %.1f s (lease ttl %.0f s)%s", url, interval, settings.lease_ttl,
              f", keeping {workers} workers" if workers else "")
     reaper = Reaper(connection, settings)
+    if metrics_port:
+        metrics.enable(metrics_port, connection)
     while not stop.is_set():
+        health.mark_alive("supervisor", "supervisor")
         if manager is not None:
             manager.tick(time.monotonic())
         try:
@@ -189,4 +194,5 @@ def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers:
         stop.wait(interval)
     if manager is not None:
         manager.stop(settings.shutdown_grace + 5)
+    health.forget("supervisor")
     return 0

@@ -20,7 +20,7 @@ from rq.queue import Queue
 from rq.utils import now
 from rq.worker import Worker
 
-from . import deaths, keys
+from . import deaths, health, keys, logs, metrics
 from .codec import MsgpackSerializer, encode_state
 from .config import Settings, format_size
 from .context import Context
@@ -75,6 +75,7 @@ class ResilientWorker(Worker):
         assert isinstance(attempt, Attempt)
         self._attempt, self._spec, self._current = attempt, spec, (job, queue)
         self._outcome, self._killed_for_shutdown, self._superseded = None, False, False
+        logs.bind(job_id=job.id, attempt=attempt.attempt, epoch=attempt.epoch, queue=queue.name)
         self.memory.before_attempt()
         try:
             super().execute_job(job, queue)
@@ -83,6 +84,7 @@ class ResilientWorker(Worker):
                 self._forget_execution(job, self._execution)
         finally:
             self._cancel_grace_timer()
+            logs.unbind("job_id", "attempt", "epoch", "queue")
             self._attempt = self._spec = self._current = self._execution = None
 
     def wait_for_horse(self) -> Any:
@@ -217,6 +219,8 @@ class ResilientWorker(Worker):
         evidence.update(cause=cause, attempt=attempt.attempt, worker=self.name, host=self.host)
         death = Death(cause, evidence)
         log.warning("job %s attempt %d: %s", job.id, attempt.attempt, deaths.describe(death))
+        metrics.death(cause, evidence["done"] - evidence["checkpoint_done"])
+        metrics.process_exited(pid)
         if cause == deaths.STALE:
             return death, None
         count = self.store.record_death(attempt, cause, evidence, death.counts_toward_cap, death.is_memory)
@@ -291,8 +295,12 @@ class ResilientWorker(Worker):
         super().heartbeat(timeout, pipeline)
         if pipeline is None and not self.is_horse:
             self.store.promote_due()
-        status = {**self.memory.status(), "pressure_waits": self.pressure_waits, "host": self.host,
+        memory_now = self.memory.status()
+        status = {**memory_now, "pressure_waits": self.pressure_waits, "host": self.host,
                   "pid": os.getpid(), "job": self._attempt.job_id if self._attempt else ""}
+        if not self.is_horse:
+            health.mark_alive("worker", self.name)
+            metrics.memory(memory_now["rss"], memory_now["limit"], memory_now["level"])
         connection = pipeline if pipeline is not None else self.connection
         connection.hset(keys.worker_status(self.name), mapping=status)
         connection.expire(keys.worker_status(self.name), self.worker_ttl + 60)
@@ -347,13 +355,14 @@ class ResilientWorker(Worker):
 
 
 def run_worker(modules: list[str], queues: list[str], settings: Settings, burst: bool = False,
-               name: str | None = None, log_level: str = "INFO", reap: bool = False) -> int:
+               name: str | None = None, log_level: str = "INFO", reap: bool = False, log_format: str = "auto",
+               metrics_port: int | None = None) -> int:
     """Import the job modules, connect, and work until stopped (or drained, with burst). Exit code."""
     from .connection import open_redis
     from .errors import ConfigError
     from .registry import import_job_modules
 
-    log_to_stderr(log_level)
+    log_to_stderr(log_level, log_format)
     worker_pid = os.getpid()
     # RQ's scheduler runs in a forked process too: none of our children may outlive this worker
     os.register_at_fork(after_in_child=lambda: _set_parent_death_signal() if os.getppid() == worker_pid else None)
@@ -364,6 +373,9 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
     connection, url = open_redis(settings)
     memory = MemoryWatcher(settings)
     worker = ResilientWorker(queues, connection, settings, memory=memory, name=name)
+    logs.bind(worker=worker.name)
+    if metrics_port:
+        metrics.enable(metrics_port, connection)
     if reap:
         from .supervisor import start_reaper_thread
 
@@ -374,6 +386,7 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
         worker.work(burst=burst, logging_level=log_level)
     finally:
         memory.close()
+        health.forget("worker")
     return 0
 
 
