@@ -292,6 +292,8 @@ class ResilientWorker(Worker):
         return 1
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        if not self.is_horse:
+            health.mark_alive("worker", self.name)  # before any Redis call: liveness must not need Redis
         super().heartbeat(timeout, pipeline)
         if pipeline is None and not self.is_horse:
             self.store.promote_due()
@@ -299,7 +301,6 @@ class ResilientWorker(Worker):
         status = {**memory_now, "pressure_waits": self.pressure_waits, "host": self.host,
                   "pid": os.getpid(), "job": self._attempt.job_id if self._attempt else ""}
         if not self.is_horse:
-            health.mark_alive("worker", self.name)
             metrics.memory(memory_now["rss"], memory_now["limit"], memory_now["level"])
         connection = pipeline if pipeline is not None else self.connection
         connection.hset(keys.worker_status(self.name), mapping=status)

@@ -152,3 +152,14 @@ def chaos_sum(ctx: resilient.Context, url: str, n: int = 200, delay: float = 0.0
         time.sleep(delay)
         r.incr("chaos:items")
     return sum(i * i for i in range(n))
+
+
+@resilient.job(queue="tests", checkpoint_every=3600)
+def preempt_once(ctx: resilient.Context, step_mb: int = 5) -> int:
+    """First attempt grows (saving each step) until the worker preempts it; the next attempt just returns."""
+    if ctx.previous_death is None:
+        kept = []
+        while True:
+            kept.append(b"x" * (step_mb * MiB))
+            ctx.save({"steps": len(kept)})
+    return ctx.attempt

@@ -1,0 +1,60 @@
+"""What operators rely on: health probes and one-line-per-event logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import redis
+
+import testjobs
+from conftest import ROOT, WorkerProcess, wait_until
+from resilient import Client
+from resilient.server import ensure_server, stop_server
+
+
+def _health(probe: str, url: str, health_dir) -> subprocess.CompletedProcess:
+    env = {**os.environ, "REDIS_URL": url, "RESILIENT_HEALTH_DIR": str(health_dir)}
+    return subprocess.run([sys.executable, "-m", "resilient", "health", probe], env=env, capture_output=True,
+                          text=True, timeout=30)
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    info = ensure_server(tmp_path / "redis")
+    yield info
+    stop_server(info.data_dir)
+
+
+def test_live_needs_no_redis_and_ready_does(own_server, tmp_path, monkeypatch):
+    """--live passes while Redis is down (the worker still ticks); --ready fails then, saying why."""
+    health_dir = tmp_path / "health"
+    monkeypatch.setenv("RESILIENT_HEALTH_DIR", str(health_dir))
+    assert _health("--live", own_server.url, health_dir).returncode == 1  # nothing runs yet
+    worker = WorkerProcess(own_server.url, ["testjobs"], tmp_path)
+    try:
+        wait_until(lambda: _health("--ready", own_server.url, health_dir).returncode == 0, what="ready")
+        stop_server(own_server.data_dir)
+        live = _health("--live", own_server.url, health_dir)
+        assert live.returncode == 0, live.stderr
+        ready = _health("--ready", own_server.url, health_dir)
+        assert ready.returncode == 1 and "connection refused" in ready.stderr
+        assert len(ready.stderr.strip().splitlines()) == 1
+    finally:
+        worker.stop()
+
+
+def test_logs_are_json_lines_with_job_context(client, start_worker, redis_url):
+    """Not on a terminal, every log line is JSON; a job's lines carry job_id, attempt, epoch, queue, worker."""
+    worker = start_worker()
+    handle = testjobs.raises.enqueue_call(("boom",), client=client)
+    wait_until(lambda: handle.status == "failed", what="the job to fail")
+    worker.stop()
+    lines = [json.loads(line) for line in worker.output().splitlines() if line.strip()]
+    assert lines, "no log lines"
+    job_lines = [line for line in lines if line.get("job_id") == handle.id]
+    assert job_lines and all({"attempt", "epoch", "queue", "worker"} <= set(line) for line in job_lines)
+    assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)

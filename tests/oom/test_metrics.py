@@ -1,0 +1,51 @@
+"""Prometheus metrics from a worker: one kill and one preemption read 1 each, with the right labels."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import urllib.request
+
+import pytest
+from cgroup_support import cgroups_or_skip
+
+import testjobs
+from conftest import wait_until
+
+pytestmark = pytest.mark.oom
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(port: int) -> str:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return ""
+
+
+def test_kill_and_preemption_are_counted(client, start_worker, redis_url):
+    """After one horse kill and one memory preemption the counters read 1 each, labelled by cause."""
+    cgroups_or_skip()
+    port = _free_port()
+    start_worker("--memory-limit", "300M", "--metrics-port", str(port))
+    assert testjobs.preempt_once.enqueue_call((), client=client).result(timeout=60) == 2
+
+    handle = testjobs.count_items.enqueue_call((redis_url, 200), client=client)
+    pid = wait_until(lambda: int(client.store.job_fields(handle.id).get("horse_pid", 0) or 0), what="horse")
+    wait_until(lambda: int(client.store.job_fields(handle.id).get("seq", 0)) >= 2, what="checkpoints")
+    os.kill(pid, signal.SIGKILL)
+    assert handle.result(timeout=60) == sum(range(200))
+
+    text = wait_until(lambda: _scrape(port), what="the metrics endpoint")
+    assert 'resilient_job_deaths_total{cause="killed"} 1.0' in text
+    assert 'resilient_job_deaths_total{cause="preempted:memory"} 1.0' in text
+    assert 'resilient_preemptions_total{reason="memory"} 1.0' in text
+    assert "resilient_checkpoint_save_seconds_count" in text
+    assert 'rq_jobs{queue="tests",status="finished"} 2.0' in text
+    assert "resilient_memory_limit_bytes" in text
