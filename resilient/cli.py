@@ -203,8 +203,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @main.command("inspect")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--plot", is_flag=True, help="Chart RSS over time against the limit, deaths marked.")
 @click.pass_context
-def inspect_cmd(ctx: click.Context, job_id: str, as_json: bool) -> None:
+def inspect_cmd(ctx: click.Context, job_id: str, as_json: bool, plot: bool) -> None:
     """A job's attempts, deaths (with evidence) and checkpoints."""
     data = report.inspect(client_of(ctx).store, job_id)
     if not data:
@@ -214,7 +215,7 @@ def inspect_cmd(ctx: click.Context, job_id: str, as_json: bool) -> None:
         return
     from .views import print_inspect
 
-    print_inspect(data)
+    print_inspect(data, plot)
 
 
 @main.command()

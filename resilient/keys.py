@@ -4,6 +4,7 @@ PREFIX = "resilient:"
 
 LEASES = PREFIX + "leases"
 PARKED = PREFIX + "parked"
+DEATHS = PREFIX + "deaths"  # stream: the last deaths across all jobs (for top); named in store.py's Lua
 DELAYED = PREFIX + "delayed"  # zset: job id -> when its retry may run (ms); named in store.py's Lua too
 JOBS = PREFIX + "jobs"  # zset of every job id we know, scored by enqueue time
 WORKERS = PREFIX + "workers"  # set of worker names that publish a status hash
@@ -27,3 +28,7 @@ def events(job_id: str) -> str:
 
 def worker_status(name: str) -> str:
     return f"{PREFIX}worker:{name}"
+
+
+def memory(job_id: str, attempt: int) -> str:
+    return f"{PREFIX}mem:{job_id}:{attempt}"

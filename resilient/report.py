@@ -13,6 +13,7 @@ from rq.worker import Worker
 from . import keys
 from .codec import MsgpackSerializer
 from .deaths import Death, describe
+from .memory_history import series
 from .store import Store
 
 
@@ -77,4 +78,14 @@ def inspect(store: Store, job_id: str) -> dict[str, Any]:
     for event in timeline:
         if event.get("type") == "died":
             event["explanation"] = describe(Death(event.get("cause", "unknown"), event.get("evidence") or {}))
-    return {**summary, "timeline": timeline, "checkpoints": store.checkpoint_history_entries(job_id)}
+    fields = store.job_fields(job_id)
+    memory = {
+        "limit": int(fields["limit"]) if "limit" in fields else None,
+        "limit_source": fields.get("limit_source"),
+        "soft": float(fields.get("soft", 0.70)),
+        "hard": float(fields.get("hard", 0.85)),
+        "critical": float(fields.get("critical", 0.95)),
+        "samples": series(store, job_id, summary["attempt"]),
+    }
+    return {**summary, "timeline": timeline, "checkpoints": store.checkpoint_history_entries(job_id),
+            "memory": memory}

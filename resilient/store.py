@@ -98,6 +98,7 @@ redis.call('HSET', KEYS[1], 'last_death', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'deaths', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'type', 'died', 'at', ARGV[4], 'epoch', ARGV[1],
   'cause', ARGV[2], 'seq', seq, 'evidence', ARGV[3])
+redis.call('XADD', 'resilient:deaths', 'MAXLEN', '~', 200, '*', 'job_id', ARGV[9], 'cause', ARGV[2], 'at', ARGV[4])
 return {'OK', stuck, mem_stuck, seq, tonumber(redis.call('HGET', KEYS[1], 'attempt'))}
 """
 
@@ -161,6 +162,7 @@ redis.call('HSET', KEYS[1], 'last_death', evidence)
 redis.call('HINCRBY', KEYS[1], 'deaths', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'died', 'at', ARGV[2], 'epoch', epoch - 1,
   'cause', 'lost', 'seq', seq, 'evidence', evidence)
+redis.call('XADD', 'resilient:deaths', 'MAXLEN', '~', 200, '*', 'job_id', ARGV[1], 'cause', 'lost', 'at', ARGV[2])
 local attempt, max_attempts, max_stuck = tonumber(job[3]), tonumber(job[4]), tonumber(job[5] or '3')
 local reason = false
 if stuck >= max_stuck then
@@ -342,7 +344,7 @@ class Store:
         reply = self._death(
             keys=[keys.job(job_id), keys.events(job_id)],
             args=[attempt.epoch, cause, encode(evidence), now_ms(), int(counts), int(memory),
-                  self.event_history, int(evidence.get("rss") or 0)],
+                  self.event_history, int(evidence.get("rss") or 0), job_id],
         )
         if _text(reply) == STALE:
             return None
@@ -421,6 +423,11 @@ class Store:
         entries = self.r.xrange(keys.checkpoint_history(job_id))
         return [{"seq": int(f[b"seq"]), "epoch": int(f[b"epoch"]), "saved_at": int(f[b"saved_at"]),
                  "bytes": len(f[b"data"])} for _, f in entries]
+
+    def recent_deaths(self, count: int = 10) -> list[dict[str, str]]:
+        """The last deaths across all jobs, newest first."""
+        return [{_text(k): _text(v) for k, v in fields.items()}
+                for _, fields in self.r.xrevrange(keys.DEATHS, count=count)]
 
     def parked(self) -> list[tuple[str, int]]:
         return [(_text(m), int(s)) for m, s in self.r.zrange(keys.PARKED, 0, -1, withscores=True)]

@@ -51,7 +51,7 @@ def print_status(data: dict[str, Any]) -> None:
     console.print(f"parked jobs: {data['parked']}" + (" (see `resilient parked`)" if data["parked"] else ""))
 
 
-def print_inspect(data: dict[str, Any]) -> None:
+def print_inspect(data: dict[str, Any], plot: bool = False) -> None:
     console.print(f"[bold]job {data['id']}[/bold]  {data['name']}  queue {data['queue']}")
     console.print(f"status: [bold]{data['status']}[/bold]   attempts: {data['attempt']}   deaths: {data['deaths']}"
                   f"   progress: {_progress(data)}   checkpoint seq {data['checkpoint_seq']}")
@@ -63,6 +63,8 @@ def print_inspect(data: dict[str, Any]) -> None:
     for event in data["timeline"]:
         timeline.add_row(_when(event.get("at")), event["type"], _event_details(event))
     console.print(timeline)
+    if plot:
+        print_memory_plot(data)
     if data["checkpoints"]:
         last = data["checkpoints"][-1]
         console.print(f"checkpoints kept: {len(data['checkpoints'])}, last seq {last['seq']} "
@@ -86,3 +88,16 @@ def _event_details(event: dict[str, Any]) -> str:
     if kind == "failed":
         return event.get("error", "")
     return ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "at"))
+
+
+def print_memory_plot(data: dict[str, Any]) -> None:
+    from .plot import render
+
+    memory = data["memory"]
+    if not memory["limit"]:
+        console.print("(no memory limit recorded for this job: it ran before limits were recorded)")
+        return
+    deaths = [e for e in data["timeline"] if e["type"] == "died"]
+    console.print(f"RSS over time (limit {format_size(memory['limit'])} from {memory['limit_source']})")
+    for line in render(memory["samples"], memory["limit"], memory["soft"], memory["hard"], deaths):
+        console.print(line, markup=False, highlight=False)

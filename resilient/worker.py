@@ -27,6 +27,7 @@ from .context import Context
 from .deaths import Death, Decision
 from .errors import CorruptCheckpoint, Preempted, StaleAttempt, UnknownJob
 from .logs import log_to_stderr
+from .memory_history import MemoryHistory
 from .memory_watch import MemoryWatcher
 from .registry import JobSpec, lookup
 from .rqjob import ResilientJob
@@ -163,10 +164,21 @@ class ResilientWorker(Worker):
                             governor=self.memory.governor)
         if self._stop_pending:
             self._ctx.request_stop(self._stop_pending)
+        self._record_memory_setup(attempt)
         result = spec.fn(self._ctx, *args, **kwargs)
         if not self.store.complete(attempt, encode_state(result, self.settings.max_checkpoint_bytes, "result")):
             raise StaleAttempt("finished, but a newer attempt owns the job; result discarded")
         return result
+
+    def _record_memory_setup(self, attempt: Attempt) -> None:
+        """The limit and lines this attempt runs under (for inspect --plot), and its RSS once a second."""
+        governor = self.memory.governor
+        if governor is None:
+            return
+        t = governor.thresholds
+        self.store.set_fields(attempt, limit=governor.limit.bytes, limit_source=governor.limit.source,
+                              soft=t.soft, hard=t.hard, critical=t.critical)
+        MemoryHistory(self.store, attempt, governor).start()
 
     def _finalize_failure(self, job: ResilientJob, queue: Queue, execution: Execution,  # type: ignore[override]
                           exc_info: Any) -> None:

@@ -163,3 +163,20 @@ def preempt_once(ctx: resilient.Context, step_mb: int = 5) -> int:
             kept.append(b"x" * (step_mb * MiB))
             ctx.save({"steps": len(kept)})
     return ctx.attempt
+
+
+@resilient.job(queue="tests", checkpoint_every=3600)
+def preempt_then_spike(ctx: resilient.Context, step_mb: int = 5, spike_mb: int = 400) -> int:
+    """Attempt 1 grows slowly until preempted; attempt 2 spikes past the limit (kernel OOM); 3 finishes."""
+    if ctx.attempt == 1:
+        kept = []
+        while True:
+            kept.append(b"x" * (step_mb * MiB))
+            time.sleep(0.05)
+            ctx.save({"steps": len(kept)})
+    if ctx.attempt == 2:
+        ctx.save({"stage": "before spike"}, force=True)  # progress: not "twice at the same checkpoint"
+        time.sleep(1.2)  # let a memory sample of this attempt be recorded
+        spike = b"x" * (spike_mb * MiB)
+        del spike
+    return ctx.attempt

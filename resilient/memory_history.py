@@ -1,0 +1,49 @@
+"""RSS over time, per attempt: the horse samples about once a second into a capped stream in Redis."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from . import keys
+from .store import Attempt, Store, now_ms
+
+log = logging.getLogger("resilient.memory")
+INTERVAL = 1.0
+CAP = 3600  # samples kept per attempt: an hour at one a second
+
+
+class MemoryHistory:
+    """A daemon thread in the horse writing the governor's latest usage every INTERVAL seconds."""
+
+    def __init__(self, store: Store, attempt: Attempt, governor: Any) -> None:
+        self.store, self.attempt, self.governor = store, attempt, governor
+        self._stop = threading.Event()
+
+    def start(self) -> "MemoryHistory":
+        threading.Thread(target=self._run, name="memory-history", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        key = keys.memory(self.attempt.job_id, self.attempt.attempt)
+        while not self._stop.is_set():
+            try:
+                self.store.r.xadd(key, {"at": now_ms(), "rss": self.governor.usage, "level": self.governor.level},
+                                  maxlen=CAP, approximate=True)
+            except Exception as exc:  # history is for people; never let it disturb the job
+                log.debug("memory history: %s", exc)
+            self._stop.wait(INTERVAL)
+
+
+def series(store: Store, job_id: str, attempts: int) -> list[dict[str, Any]]:
+    """Every sample of every attempt, oldest first: {at, rss, level, attempt}."""
+    samples = []
+    for attempt in range(1, attempts + 1):
+        for _, fields in store.r.xrange(keys.memory(job_id, attempt)):
+            samples.append({"at": int(fields[b"at"]), "rss": int(fields[b"rss"]),
+                            "level": fields[b"level"].decode(), "attempt": attempt})
+    return samples
