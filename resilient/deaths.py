@@ -17,9 +17,11 @@ EXIT_PREEMPTED_MEMORY = 75
 EXIT_PREEMPTED_SHUTDOWN = 76
 EXIT_STALE = 77
 EXIT_OOM_SELF = 78
+EXIT_REDIS_LOST = 79
 
 PREEMPTED_MEMORY = "preempted:memory"
 PREEMPTED_SHUTDOWN = "preempted:shutdown"
+PREEMPTED_REDIS = "preempted:redis"
 OOM_KERNEL = "oom:kernel"
 OOM_SELF = "oom:self"
 KILLED = "killed"
@@ -31,9 +33,10 @@ _EXIT_CAUSES = {
     EXIT_PREEMPTED_SHUTDOWN: PREEMPTED_SHUTDOWN,
     EXIT_STALE: STALE,
     EXIT_OOM_SELF: OOM_SELF,
+    EXIT_REDIS_LOST: PREEMPTED_REDIS,
 }
 MEMORY_CAUSES = {PREEMPTED_MEMORY, OOM_KERNEL, OOM_SELF}
-NOT_COUNTED = {PREEMPTED_MEMORY, PREEMPTED_SHUTDOWN, STALE}
+NOT_COUNTED = {PREEMPTED_MEMORY, PREEMPTED_SHUTDOWN, PREEMPTED_REDIS, STALE}
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ def describe(death: Death) -> str:
     words = {
         PREEMPTED_MEMORY: "stepped aside at a checkpoint because memory reached the hard line",
         PREEMPTED_SHUTDOWN: "stepped aside because the worker was shutting down",
+        PREEMPTED_REDIS: "stepped aside because Redis stayed unreachable past the retries",
         OOM_KERNEL: "killed by the kernel OOM killer",
         OOM_SELF: "stopped by its governor at the critical memory line",
         KILLED: "killed with SIGKILL (no OOM evidence)",

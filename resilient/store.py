@@ -18,6 +18,13 @@ STALE = "STALE"
 _FENCE = """
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 'STALE' end
 """
+# Lease deadlines use the server's clock, so hosts with skewed clocks agree on what has expired.
+_SERVER_MS = """
+local function server_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
 _PUSH_BACK = """
 -- Back into RQ's queue (its key names are pinned with rq 3.x), at the front, or into our delayed set.
 local function push_back(job_id, queue, delay_ms, now)
@@ -31,7 +38,7 @@ local function push_back(job_id, queue, delay_ms, now)
 end
 """
 
-_BEGIN = """
+_BEGIN = _SERVER_MS + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'MISSING'} end
 if status == 'completed' or status == 'parked' or status == 'failed' then return {'DONE', status} end
@@ -41,20 +48,20 @@ if attempt > tonumber(redis.call('HGET', KEYS[1], 'max_attempts')) then
   return {'EXHAUSTED', epoch, attempt}
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'host', ARGV[2], 'started_at', ARGV[3])
-redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[5]), ARGV[6])
+redis.call('ZADD', KEYS[3], server_ms() + tonumber(ARGV[5]), ARGV[6])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'started', 'at', ARGV[3],
   'attempt', attempt, 'epoch', epoch, 'worker', ARGV[1], 'host', ARGV[2])
 return {'OK', epoch, attempt, redis.call('HGET', KEYS[1], 'last_death') or false}
 """
 
-_SAVE = _FENCE + """
+_SAVE = _FENCE + _SERVER_MS + """
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('HSET', KEYS[2], 'epoch', ARGV[1], 'seq', seq, 'data', ARGV[2], 'saved_at', ARGV[3],
   'bytes', string.len(ARGV[2]))
 redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], '*', 'seq', seq, 'epoch', ARGV[1], 'saved_at', ARGV[3],
   'data', ARGV[2])
 redis.call('HSET', KEYS[1], 'saved_at', ARGV[3])
-redis.call('ZADD', KEYS[4], 'XX', tonumber(ARGV[3]) + tonumber(ARGV[7]), ARGV[8])
+redis.call('ZADD', KEYS[4], 'XX', server_ms() + tonumber(ARGV[7]), ARGV[8])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'done', ARGV[4], 'total', ARGV[5], 'ckpt_done', ARGV[4]) end
 return seq
 """
@@ -131,13 +138,21 @@ return #due
 # back to the front of its queue, if it is still ours to move. ARGV: job id, queue.
 _RESCUE = _PUSH_BACK + """
 if redis.call('HGET', 'resilient:job:' .. ARGV[1], 'status') ~= 'queued' then return 0 end
+if redis.call('ZSCORE', 'resilient:leases', ARGV[1]) or redis.call('ZSCORE', 'resilient:delayed', ARGV[1]) then
+  return 0
+end
+if redis.call('LPOS', 'rq:queue:' .. ARGV[2], ARGV[1]) then  -- it is queued already: just drop the stray entry
+  redis.call('LREM', 'rq:queue:' .. ARGV[2] .. ':intermediate', 0, ARGV[1])
+  return 0
+end
 if redis.call('LREM', 'rq:queue:' .. ARGV[2] .. ':intermediate', 0, ARGV[1]) == 0 then return 0 end
 push_back(ARGV[1], ARGV[2], 0, 0)
 return 1
 """
 
-_RENEW = _FENCE + """
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+# ARGV: epoch, ttl ms, job id. XX: a finished attempt's lease is gone and must stay gone.
+_RENEW = _FENCE + _SERVER_MS + """
+redis.call('ZADD', KEYS[2], 'XX', server_ms() + tonumber(ARGV[2]), ARGV[3])
 return 'OK'
 """
 
@@ -369,8 +384,13 @@ class Store:
     def renew_lease(self, attempt: Attempt) -> bool:
         """Push the attempt's lease deadline to now + lease_ttl; False when the attempt is STALE."""
         reply = self._renew(keys=[keys.job(attempt.job_id), keys.LEASES],
-                            args=[attempt.epoch, now_ms() + self.lease_ms, attempt.job_id])
+                            args=[attempt.epoch, self.lease_ms, attempt.job_id])
         return _text(reply) != STALE
+
+    def server_ms(self) -> int:
+        """The Redis server's clock: the one lease deadlines are written in."""
+        seconds, micros = self.r.time()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     def expired_leases(self, at_ms: int, limit: int = 100) -> list[str]:
         """Job ids whose lease deadline has passed (cost grows with what expired, not with all jobs)."""

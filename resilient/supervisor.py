@@ -18,7 +18,8 @@ from . import health, metrics
 from .config import Settings
 from .connection import open_redis, resolve_url
 from .rqjob import fetch_rq_job, rq_queue
-from .store import Claim, Store, now_ms
+from .store import Claim, Store
+from .worker import set_parent_death_signal
 
 log = logging.getLogger("resilient.supervisor")
 REAP_INTERVAL = 0.5  # seconds between two looks at the leases: detection within lease_ttl + this
@@ -36,7 +37,7 @@ class Reaper:
 
     def reap_once(self, at_ms: int | None = None) -> list[Claim]:
         """One pass: expired leases, due delayed retries, entries stranded between dequeue and start."""
-        at_ms = now_ms() if at_ms is None else at_ms
+        at_ms = self.store.server_ms() if at_ms is None else at_ms
         claims = []
         for job_id in self.store.expired_leases(at_ms):
             claim = self.store.claim_lost(job_id, at_ms)
@@ -119,7 +120,7 @@ class WorkerManager:
             if slot.process is not None:
                 slot.record_exit(now)
             if now >= slot.restart_at:
-                slot.process = subprocess.Popen(self.argv, env=self.env)
+                slot.process = subprocess.Popen(self.argv, env=self.env, preexec_fn=set_parent_death_signal)
                 slot.started_at = now
                 log.info("worker started (pid %d)", slot.process.pid)
 
@@ -176,7 +177,9 @@ def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers:
     signal.signal(signal.SIGINT, request_stop)
     manager = None
     if workers:
-        env = {**os.environ, "REDIS_URL": resolve_url(settings)}
+        env = dict(os.environ)
+        if settings.redis_url is None:  # the embedded server: tell the workers where it is
+            env["REDIS_URL"] = resolve_url(settings)  # (a configured URL reaches them as it reached us)
         manager = WorkerManager(workers, [sys.executable, "-m", "resilient", "worker", *(worker_args or [])], env)
     log.info("supervisor on %s: reaping every %.1f s (lease ttl %.0f s)%s", url, interval, settings.lease_ttl,
              f", keeping {workers} workers" if workers else "")

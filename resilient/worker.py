@@ -188,6 +188,8 @@ class ResilientWorker(Worker):
             os._exit(deaths.EXIT_PREEMPTED_MEMORY if exc.reason == "memory" else deaths.EXIT_PREEMPTED_SHUTDOWN)
         if isinstance(exc, StaleAttempt):
             os._exit(deaths.EXIT_STALE)
+        if isinstance(exc, redis.ConnectionError):  # not the job's fault: resume from the last checkpoint
+            os._exit(deaths.EXIT_REDIS_LOST)
         attempt = self._attempt
         if attempt is not None:
             if isinstance(exc, CorruptCheckpoint):
@@ -378,7 +380,7 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
     log_to_stderr(log_level, log_format)
     worker_pid = os.getpid()
     # RQ's scheduler runs in a forked process too: none of our children may outlive this worker
-    os.register_at_fork(after_in_child=lambda: _set_parent_death_signal() if os.getppid() == worker_pid else None)
+    os.register_at_fork(after_in_child=lambda: set_parent_death_signal() if os.getppid() == worker_pid else None)
     job_names = import_job_modules(modules)
     if not job_names:
         raise ConfigError(f"no @resilient.job found in {', '.join(modules)}")
@@ -406,12 +408,13 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
 
 def _die_with_parent(parent_pid: int) -> None:
     """Linux: the kernel SIGKILLs this horse if its worker parent dies, so no orphan runs on unwatched."""
-    _set_parent_death_signal()
+    set_parent_death_signal()
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(deaths.EXIT_STALE)
 
 
-def _set_parent_death_signal() -> None:
+def set_parent_death_signal() -> None:
+    """Linux: the kernel SIGKILLs the calling process when its parent dies."""
     try:
         import ctypes
 

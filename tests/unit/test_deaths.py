@@ -32,6 +32,7 @@ def signalled(sig: int) -> int:
     (exited(76), 0, 0, False, "preempted:shutdown"),
     (exited(77), 0, 0, False, "stale"),
     (exited(78), 0, 0, False, "oom:self"),
+    (exited(79), 0, 0, False, "preempted:redis"),
     (exited(1), 0, 0, False, "crashed:exit1"),
 ])
 def test_classify(status, before, after, shutdown, cause):
