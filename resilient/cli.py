@@ -200,6 +200,17 @@ def status(ctx: click.Context, as_json: bool) -> None:
     print_status(data)
 
 
+@main.command()
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--count", type=int, default=None, help="Stop after this many refreshes (default: until Ctrl+C).")
+@click.pass_context
+def top(ctx: click.Context, interval: float, count: int | None) -> None:
+    """A live view: queues, workers' memory against their limits, running jobs, last deaths."""
+    from .top import run_top
+
+    run_top(client_of(ctx), interval, count)
+
+
 @main.command("inspect")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")

@@ -107,7 +107,7 @@ class MemoryWatcher:
         """For `resilient status`: usage against L and the level."""
         usage = self.usage()
         return {"rss": usage, "limit": self.limit.bytes, "limit_source": self.limit.source,
-                "level": self.level()}
+                "level": self.level(), "soft": self.settings.soft, "hard": self.settings.hard}
 
     def close(self) -> None:
         if self.child_cgroup is not None:

@@ -30,20 +30,28 @@ def status(connection: redis.Redis, store: Store) -> dict[str, Any]:
         for w in Worker.all(connection=connection, serializer=MsgpackSerializer)
     ]
     return {
-        "queues": [{"name": q.name, "depth": q.count} for q in queues],
+        "queues": [{"name": q.name, "depth": q.count, "finished": q.finished_job_registry.count,
+                    "delayed": _delayed(connection, q.name)} for q in queues],
         "workers": workers,
         "running": [job for job in running if job],
         "parked": len(store.parked()),
+        "recent_deaths": store.recent_deaths(10),
     }
+
+
+def _delayed(connection: redis.Redis, queue: str) -> int:
+    """Retries waiting out their backoff for this queue."""
+    ids = [i.decode() for i in connection.zrange(keys.DELAYED, 0, -1)]
+    return sum(connection.hget(keys.job(i), "queue") == queue.encode() for i in ids)
 
 
 def worker_memory(connection: redis.Redis, name: str) -> dict[str, Any]:
     """What the worker last published: usage (RSS of its group) against its limit L, and the level."""
     raw = {k.decode(): v.decode() for k, v in connection.hgetall(keys.worker_status(name)).items()}
     if not raw:
-        return {"rss": None, "limit": None, "limit_source": None, "level": None}
+        return {"rss": None, "limit": None, "limit_source": None, "level": None, "soft": None, "hard": None}
     return {"rss": int(raw["rss"]), "limit": int(raw["limit"]), "limit_source": raw["limit_source"],
-            "level": raw["level"]}
+            "level": raw["level"], "soft": float(raw.get("soft", 0.70)), "hard": float(raw.get("hard", 0.85))}
 
 
 def job_summary(store: Store, job_id: str) -> dict[str, Any]:

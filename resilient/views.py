@@ -24,7 +24,7 @@ def _progress(job: dict[str, Any]) -> str:
     return str(job.get("done", 0))
 
 
-def _memory(worker: dict[str, Any]) -> str:
+def memory_text(worker: dict[str, Any]) -> str:
     if not worker.get("limit"):
         return "-"
     return (f"{format_size(worker['rss'])} / {format_size(worker['limit'])} "
@@ -39,7 +39,7 @@ def print_status(data: dict[str, Any]) -> None:
                     title="Workers")
     for w in data["workers"]:
         workers.add_row(w["name"], w["hostname"], str(w["pid"]), w["state"], ",".join(w["queues"]),
-                        w["current_job"] or "-", _memory(w), w["level"] or "-")
+                        w["current_job"] or "-", memory_text(w), w["level"] or "-")
     running = Table("job", "name", "attempt", "progress", "checkpoint", "worker", title="Running jobs")
     for job in data["running"]:
         age = job["checkpoint_age_s"]

@@ -58,3 +58,33 @@ def test_logs_are_json_lines_with_job_context(client, start_worker, redis_url):
     job_lines = [line for line in lines if line.get("job_id") == handle.id]
     assert job_lines and all({"attempt", "epoch", "queue", "worker"} <= set(line) for line in job_lines)
     assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+
+
+def test_top_shows_a_running_jobs_progress_under_a_terminal(client, start_worker, redis_url):
+    """`resilient top` under a pseudo-terminal refreshes a few times and shows the running job's progress."""
+    import pty
+    import re
+
+    start_worker()
+    handle = testjobs.iterate_items.enqueue_call((redis_url, 400, 0.02), client=client)
+    wait_until(lambda: client.store.job_fields(handle.id).get("done", "0") != "0", what="the job running")
+    env = {**os.environ, "COLUMNS": "160", "LINES": "60", "TERM": "xterm"}
+    main, secondary = pty.openpty()
+    top = subprocess.Popen([sys.executable, "-m", "resilient", "--redis-url", redis_url, "top", "--count", "3",
+                            "--interval", "0.3"], stdin=secondary, stdout=secondary, stderr=secondary, env=env)
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the terminal closed: top has exited
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    assert top.wait(30) == 0
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    assert "Running jobs" in screen and handle.id[:12] in screen
+    assert re.search(r"\] \d+/400", screen), "no progress bar for the job"
+    assert "Workers" in screen and "Last deaths" in screen

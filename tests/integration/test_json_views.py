@@ -1,0 +1,75 @@
+"""`status --json` and `inspect --json` give the documented fields for jobs in every state."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import testjobs
+from conftest import ROOT, wait_until
+from resilient.store import now_ms
+
+JOB_FIELDS = {"id", "name", "queue", "status", "attempt", "done", "total", "checkpoint_seq", "checkpoint_age_s",
+              "deaths", "worker", "parked_reason", "error"}
+INSPECT_FIELDS = JOB_FIELDS | {"timeline", "checkpoints", "memory"}
+WORKER_FIELDS = {"name", "hostname", "pid", "state", "queues", "current_job", "rss", "limit", "limit_source",
+                 "level", "soft", "hard"}
+
+
+def cli_json(url: str, *args: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    run = subprocess.run([sys.executable, "-m", "resilient", "--redis-url", url, *args, "--json"],
+                         capture_output=True, text=True, env=env, timeout=30)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def _died(client, job_id: str, cause: str) -> None:
+    """An attempt of `job_id` that ended in `cause`, recorded the way the worker records it."""
+    _, attempt = client.store.begin_attempt(job_id, "w", "h")
+    evidence = {"cause": cause, "rss": 250 << 20, "limit": 300 << 20, "limit_source": "cgroup v1 x",
+                "oom_kill_before": 0, "oom_kill_after": 1 if cause == "oom:kernel" else 0}
+    client.store.record_death(attempt, cause, evidence, counts=cause != "preempted:memory", memory=True)
+    client.store.mark_requeued(attempt, cause, "tests")
+
+
+def test_every_state_has_the_documented_fields(client, start_worker, redis_url, redis_client):
+    """running, completed, preempted, oom:kernel, lost and parked jobs all inspect with the same fields."""
+    start_worker()
+    start_worker()
+    completed = testjobs.side_effect.enqueue_call((redis_url, "k"), client=client)
+    assert completed.result(timeout=30) == "ran"
+    parked = testjobs.die_at_once.enqueue_call((redis_url,), client=client)
+    running = testjobs.iterate_items.enqueue_call((redis_url, 3000, 0.01), client=client)
+    wait_until(lambda: running.status == "running" and parked.status == "parked", timeout=60, what="states")
+
+    client.store.create_job("pre", "testjobs.leaky", "elsewhere", 10)
+    _died(client, "pre", "preempted:memory")
+    client.store.create_job("oom", "testjobs.leaky", "elsewhere", 10)
+    _died(client, "oom", "oom:kernel")
+    client.store.create_job("lost", "testjobs.leaky", "elsewhere", 10)
+    client.store.begin_attempt("lost", "gone", "gone-host")
+    assert client.store.claim_lost("lost", now_ms() + 60_000)
+
+    expected_death = {"preempted:memory": "pre", "oom:kernel": "oom", "lost": "lost", "killed": parked.id}
+    for job_id in (running.id, completed.id, parked.id, "pre", "oom", "lost"):
+        shown = cli_json(redis_url, "inspect", job_id)
+        assert INSPECT_FIELDS <= set(shown), job_id
+        assert {"limit", "limit_source", "soft", "hard", "critical", "samples"} <= set(shown["memory"])
+        assert all({"type", "at"} <= set(event) for event in shown["timeline"])
+    for cause, job_id in expected_death.items():
+        died = [e for e in cli_json(redis_url, "inspect", job_id)["timeline"] if e["type"] == "died"]
+        assert died[-1]["cause"] == cause and "explanation" in died[-1] and "evidence" in died[-1]
+    assert cli_json(redis_url, "inspect", parked.id)["parked_reason"].startswith("died 3 times")
+    assert cli_json(redis_url, "inspect", running.id)["status"] == "running"
+
+    status = cli_json(redis_url, "status")
+    assert {"queues", "workers", "running", "parked", "recent_deaths"} <= set(status)
+    assert all({"name", "depth", "finished", "delayed"} <= set(q) for q in status["queues"])
+    assert status["workers"] and all(WORKER_FIELDS <= set(w) for w in status["workers"])
+    assert [job["id"] for job in status["running"]] == [running.id]
+    assert JOB_FIELDS <= set(status["running"][0])
+    assert status["parked"] == 1
+    assert {d["cause"] for d in status["recent_deaths"]} >= {"killed", "lost", "oom:kernel", "preempted:memory"}
