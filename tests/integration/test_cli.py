@@ -29,7 +29,7 @@ def test_enqueue_burst_worker_status_and_inspect(redis_url):
     worker = run(redis_url, "worker", "testjobs", "--burst")
     assert worker.returncode == 0, worker.stderr
     status = json.loads(run(redis_url, "status", "--json").stdout)
-    assert {"name": "tests", "depth": 0} in status["queues"]
+    assert {"name": "tests", "depth": 0, "finished": 1, "delayed": 0} in status["queues"]
     inspected = json.loads(run(redis_url, "inspect", job_id, "--json").stdout)
     assert inspected["status"] == "completed" and inspected["attempt"] == 1
     assert [e["type"] for e in inspected["timeline"]] == ["enqueued", "started", "completed"]
