@@ -13,7 +13,8 @@ from .errors import Preempted, StaleAttempt
 from .registry import JobOptions
 from .store import STALE, Attempt, Checkpoint, Store
 
-PROGRESS_WRITE_INTERVAL = 0.25  # seconds between progress writes that are not part of a checkpoint
+PROGRESS_WRITE_INTERVAL = 0.25
+FRESH_SAMPLE = 0.02  # seconds: ctx.save() samples memory itself when the governor's figure is older  # seconds between progress writes that are not part of a checkpoint
 LEVELS = ("ok", "soft", "hard", "critical")
 
 
@@ -22,6 +23,8 @@ class MemoryWatch(Protocol):
 
     @property
     def level(self) -> str: ...
+
+    sampled_at: float
 
     def sample(self) -> str: ...
 
@@ -86,9 +89,13 @@ class Context:
         the worker wants this attempt to step aside (memory at the hard line, or shutdown).
         """
         data = encode_state(state, self._max_bytes)
-        if self._governor is not None and self._governor.level != "ok":
+        now = self._clock()
+        governor = self._governor
+        # Under pressure, or when the governor's last figure is older than a fast sample, read a fresh one:
+        # a job can grow past the hard line between two of the thread's samples.
+        if governor is not None and (governor.level != "ok" or now - governor.sampled_at > FRESH_SAMPLE):
             self._on_pressure()
-        if force or self._urgent or self._clock() >= self._next_due:
+        if force or self._urgent or now >= self._next_due:
             self._persist(data, state)
         if self._stop_reason is not None:
             raise Preempted(self._stop_reason)

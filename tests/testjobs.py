@@ -161,6 +161,7 @@ def preempt_once(ctx: resilient.Context, step_mb: int = 5) -> int:
         kept = []
         while True:
             kept.append(b"x" * (step_mb * MiB))
+            time.sleep(0.02)  # 250 MB/s: the 100 ms governor sees soft before it could miss hard
             ctx.save({"steps": len(kept)})
     return ctx.attempt
 

@@ -60,6 +60,7 @@ class Governor:
         self.peak = 0
         self.psi: Pressure | None = None
         self.samples = 0
+        self.sampled_at = float("-inf")  # clock() of the last sample
         self.reliefs = 0
         self._read_usage = read_usage
         self._read_psi = read_psi
@@ -90,6 +91,7 @@ class Governor:
             self.psi = self._read_psi()
         self._level = self.classify(usage, self.psi)
         self.samples += 1
+        self.sampled_at = self._clock()
         if self._level == "critical" and self._on_critical is not None and self._claim_critical():
             self._on_critical(usage)
         return self._level
