@@ -74,7 +74,7 @@ def render(data: dict[str, Any], rates: Rates, now: float) -> Group:
     for death in data["recent_deaths"]:
         deaths.add_row(datetime.fromtimestamp(int(death["at"]) / 1000).strftime("%H:%M:%S"), death["cause"],
                        death["job_id"][:12])
-    footer = f"parked: {data['parked']}   {datetime.now():%H:%M:%S}   (q or Ctrl+C quits)"
+    footer = f"parked: {data['parked']}   {datetime.now():%H:%M:%S}   (Ctrl+C quits)"
     return Group(queues, workers, jobs, deaths, footer)
 
 
