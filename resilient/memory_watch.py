@@ -56,6 +56,13 @@ class MemoryWatcher:
             self._limit_read_at = time.monotonic()
         return self.limit
 
+    def facts(self, soft: float | None = None, hard: float | None = None,
+              critical: float | None = None) -> dict[str, Any]:
+        """The limit and lines an attempt runs under, recorded with it (what inspect --plot draws against)."""
+        t = self.thresholds(soft, hard, critical)
+        return {"limit": self.limit.bytes, "limit_source": self.limit.source, "soft": t.soft, "hard": t.hard,
+                "critical": t.critical}
+
     def before_attempt(self) -> None:
         self.refresh_limit()
         self._shared[:] = _SHARED.pack(0, 0, 0, 0.0)

@@ -48,6 +48,7 @@ if attempt > tonumber(redis.call('HGET', KEYS[1], 'max_attempts')) then
   return {'EXHAUSTED', epoch, attempt}
 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'host', ARGV[2], 'started_at', ARGV[3])
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('ZADD', KEYS[3], server_ms() + tonumber(ARGV[5]), ARGV[6])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'started', 'at', ARGV[3],
   'attempt', attempt, 'epoch', epoch, 'worker', ARGV[1], 'host', ARGV[2])
@@ -296,11 +297,13 @@ class Store:
             pipe.execute()
 
     # --- attempt lifecycle --------------------------------------------------------------------
-    def begin_attempt(self, job_id: str, worker: str, host: str) -> tuple[str, Attempt | str]:
-        """Start an attempt holding a lease: ('OK', Attempt), ('EXHAUSTED', Attempt), ('DONE', status) or
-        ('MISSING', '')."""
-        reply = self._begin(keys=[keys.job(job_id), keys.events(job_id), keys.LEASES],
-                            args=[worker, host, now_ms(), self.event_history, self.lease_ms, job_id])
+    def begin_attempt(self, job_id: str, worker: str, host: str, **facts: Any) -> tuple[str, Attempt | str]:
+        """Start an attempt holding a lease, recording `facts` (e.g. its memory limit) in the job hash:
+        ('OK', Attempt), ('EXHAUSTED', Attempt), ('DONE', status) or ('MISSING', '')."""
+        args: list[Any] = [worker, host, now_ms(), self.event_history, self.lease_ms, job_id]
+        for name, value in facts.items():
+            args += [name, value]
+        reply = self._begin(keys=[keys.job(job_id), keys.events(job_id), keys.LEASES], args=args)
         verdict = _text(reply[0])
         if verdict == "MISSING":
             return verdict, ""
@@ -310,10 +313,16 @@ class Store:
         return verdict, Attempt(job_id, int(reply[1]), int(reply[2]), last_death)
 
     def load_checkpoint(self, job_id: str) -> Checkpoint | None:
-        seq, data, saved_at = self.r.hmget(keys.checkpoint(job_id), "seq", "data", "saved_at")
-        if seq is None or data is None:
-            return None
-        return Checkpoint(int(seq), data, int(saved_at or 0))
+        return _checkpoint(self.r.hmget(keys.checkpoint(job_id), "seq", "data", "saved_at"))
+
+    def start_in_horse(self, attempt: Attempt, pid: int) -> tuple[bool, Checkpoint | None]:
+        """One round trip as a run starts: record the horse's pid (fenced) and fetch the checkpoint to
+        resume from. (False, ...) when the attempt is already STALE."""
+        with self.r.pipeline(transaction=False) as pipe:
+            self._set_fields(keys=[keys.job(attempt.job_id)], args=[attempt.epoch, "horse_pid", pid], client=pipe)
+            pipe.hmget(keys.checkpoint(attempt.job_id), "seq", "data", "saved_at")
+            written, checkpoint = pipe.execute()
+        return _text(written) != STALE, _checkpoint(checkpoint)
 
     def save_checkpoint(self, attempt: Attempt, data: bytes, done: int | None = None,
                         total: int | None = None) -> int | str:
@@ -458,6 +467,13 @@ class Store:
         except CorruptCheckpoint as exc:
             return {"corrupt": str(exc)}
         return value if isinstance(value, dict) else {"corrupt": f"expected a map, found {type(value).__name__}"}
+
+
+def _checkpoint(values: list[Any]) -> Checkpoint | None:
+    seq, data, saved_at = values
+    if seq is None or data is None:
+        return None
+    return Checkpoint(int(seq), data, int(saved_at or 0))
 
 
 def _text(value: Any) -> str:

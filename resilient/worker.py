@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from .rqjob import ResilientJob
 from .store import Attempt, Store
 
 log = logging.getLogger("resilient.worker")
+OUR_BEAT_INTERVAL = 1.0  # seconds between two of our heartbeat extras
 PRESSURE_POLL = 0.2  # seconds between two looks at memory while not taking jobs
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what the horse takes as "checkpoint and step aside"
 
@@ -63,13 +65,16 @@ class ResilientWorker(Worker):
         self._superseded = False
         self._last_wait_status: int | None = None
         self._burst = False
+        self._our_beat_at = float("-inf")
 
     # --- parent: one attempt --------------------------------------------------------------------
     def execute_job(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
         spec = self._allowed_spec(job, queue)
         if spec is None:
             return
-        verdict, attempt = self.store.begin_attempt(job.id, self.name, self.host)
+        self.memory.refresh_limit()
+        verdict, attempt = self.store.begin_attempt(job.id, self.name, self.host,
+                                                    **self.memory.facts(*self._job_thresholds(spec)))
         if verdict != "OK":
             self._not_startable(job, queue, verdict, attempt)
             return
@@ -134,6 +139,7 @@ class ResilientWorker(Worker):
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
+
     def main_work_horse(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
         _die_with_parent(self.pid)
         for sig in STOP_SIGNALS:
@@ -141,8 +147,7 @@ class ResilientWorker(Worker):
         self.setup_work_horse_signals = lambda: None  # keep our handlers (RQ would reset SIGTERM)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        options = self._spec.options if self._spec else None
-        thresholds = self.memory.thresholds(options.soft, options.hard, options.critical) if options else None
+        thresholds = self.memory.thresholds(*self._job_thresholds(self._spec)) if self._spec else None
         self.memory.in_horse(on_critical=self._exit_at_critical, thresholds=thresholds)
         job.runner = lambda args, kwargs: self._run_attempt(job, args, kwargs)
         super().main_work_horse(job, queue)
@@ -152,33 +157,29 @@ class ResilientWorker(Worker):
         if self._ctx is not None:
             self._ctx.request_stop("shutdown")
 
+    @staticmethod
+    def _job_thresholds(spec: JobSpec) -> tuple[float | None, float | None, float | None]:
+        return spec.options.soft, spec.options.hard, spec.options.critical
+
     def _exit_at_critical(self, usage: int) -> None:
         os._exit(deaths.EXIT_OOM_SELF)
 
     def _run_attempt(self, job: ResilientJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         attempt, spec = self._attempt, self._spec
         assert attempt is not None and spec is not None
-        self.store.set_fields(attempt, horse_pid=os.getpid())
-        checkpoint = self.store.load_checkpoint(job.id)
+        current, checkpoint = self.store.start_in_horse(attempt, os.getpid())
+        if not current:
+            raise StaleAttempt("superseded before it started")
         self._ctx = Context(attempt, self.store, spec.options, checkpoint, self.settings.max_checkpoint_bytes,
                             governor=self.memory.governor)
         if self._stop_pending:
             self._ctx.request_stop(self._stop_pending)
-        self._record_memory_setup(attempt)
+        if self.memory.governor is not None:
+            MemoryHistory(self.store, attempt, self.memory.governor).start()
         result = spec.fn(self._ctx, *args, **kwargs)
         if not self.store.complete(attempt, encode_state(result, self.settings.max_checkpoint_bytes, "result")):
             raise StaleAttempt("finished, but a newer attempt owns the job; result discarded")
         return result
-
-    def _record_memory_setup(self, attempt: Attempt) -> None:
-        """The limit and lines this attempt runs under (for inspect --plot), and its RSS once a second."""
-        governor = self.memory.governor
-        if governor is None:
-            return
-        t = governor.thresholds
-        self.store.set_fields(attempt, limit=governor.limit.bytes, limit_source=governor.limit.source,
-                              soft=t.soft, hard=t.hard, critical=t.critical)
-        MemoryHistory(self.store, attempt, governor).start()
 
     def _finalize_failure(self, job: ResilientJob, queue: Queue, execution: Execution,  # type: ignore[override]
                           exc_info: Any) -> None:
@@ -294,6 +295,7 @@ class ResilientWorker(Worker):
                     format_size(self.memory.usage()), format_size(self.memory.limit.bytes))
         while level != "ok" and not self._stop_requested:
             self.pressure_waits += 1
+            self._our_beat_at = float("-inf")  # publish pressure_waits at once
             self.heartbeat()
             time.sleep(PRESSURE_POLL)
             level = self.memory.level()
@@ -306,16 +308,25 @@ class ResilientWorker(Worker):
         return 1
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
-        if not self.is_horse:
+        """RQ's heartbeat, plus ours at most once a second: liveness file, delayed retries, memory status.
+        (RQ beats several times per job; doing our part every time would cost throughput.)"""
+        if self.is_horse:
+            super().heartbeat(timeout, pipeline)
+            return
+        now = time.monotonic()
+        ours_due = now - self._our_beat_at >= OUR_BEAT_INTERVAL
+        if ours_due:
             health.mark_alive("worker", self.name)  # before any Redis call: liveness must not need Redis
         super().heartbeat(timeout, pipeline)
-        if pipeline is None and not self.is_horse:
+        if not ours_due:
+            return
+        self._our_beat_at = now
+        if pipeline is None:
             self.store.promote_due()
         memory_now = self.memory.status()
+        metrics.memory(memory_now["rss"], memory_now["limit"], memory_now["level"])
         status = {**memory_now, "pressure_waits": self.pressure_waits, "host": self.host,
                   "pid": os.getpid(), "job": self._attempt.job_id if self._attempt else ""}
-        if not self.is_horse:
-            metrics.memory(memory_now["rss"], memory_now["limit"], memory_now["level"])
         connection = pipeline if pipeline is not None else self.connection
         connection.hset(keys.worker_status(self.name), mapping=status)
         connection.expire(keys.worker_status(self.name), self.worker_ttl + 60)
@@ -415,9 +426,18 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def set_parent_death_signal() -> None:
     """Linux: the kernel SIGKILLs the calling process when its parent dies."""
+    prctl = _prctl()
+    if prctl is None:
+        log.warning("cannot tie a child's life to the worker's (no prctl)")
+        return
+    prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@functools.cache
+def _prctl() -> Any:
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        log.warning("cannot tie a child's life to the worker's (no prctl)")
+        return None

@@ -158,7 +158,9 @@ class Governor:
 
     def _run(self) -> None:
         # The thread remembers the level it last saw itself: ctx.save() also samples, from the job's thread.
-        delay, seen = 0.0, "ok"
+        # Its first sample waits one interval: the first ctx.save() samples at once anyway, and a job that
+        # ends within the interval costs nothing.
+        delay, seen = self.interval, "ok"
         while not self._stopping.wait(delay):
             delay, seen = self._step(seen)
 

@@ -1,0 +1,119 @@
+"""Scenario 1: trivial jobs drained by one burst worker; enqueue rate as a side figure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from rq import Queue
+
+from . import jobs, resilient_jobs
+from .harness import Env, median, resilient_worker, rq_worker
+from .report import Aim, Result, Row, ratio
+
+RQ_QUEUE = "rq-noop"
+AIM = 0.9
+
+
+def run(env: Env) -> Result:
+    n, reps = (50, 1) if env.quick else (2000, 3)
+    kinds = ("resilient", "rq", "rq_simple")
+    drain: dict[str, list[float]] = {k: [] for k in kinds}
+    enqueue: dict[str, list[float]] = {k: [] for k in kinds}
+    wall: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(reps):
+        for kind in kinds:  # interleaved, so drift on the machine hits all three alike
+            env.fresh()
+            start = time.perf_counter()
+            ids = _enqueue(env, kind, n)
+            enqueue[kind].append(n / (time.perf_counter() - start))
+            start = time.perf_counter()
+            if kind == "resilient":
+                worker = resilient_worker(env, resilient_jobs.NOOP_QUEUE)
+            else:
+                flags = ("-w", "rq.worker.SimpleWorker") if kind == "rq_simple" else ()
+                worker = rq_worker(env, RQ_QUEUE, *flags)
+            try:
+                worker.wait(timeout=30 + n / 10)
+            finally:
+                worker.stop()
+            wall[kind].append(time.perf_counter() - start)
+            drain[kind].append(_drain_rate(env, ids))
+    res, rq, simple = (median(drain[k]) for k in kinds)
+    enqueue_res, enqueue_rq = median(enqueue["resilient"]), median(enqueue["rq"])
+    result = Result(raw={"jobs": n, "repeats": reps, "drain_jobs_per_s": drain, "enqueue_jobs_per_s": enqueue,
+                         "worker_wall_s": wall})
+    result.rows += [
+        Row(f"1. throughput, {n} trivial jobs, 1 forking worker (jobs/s)", f"{res:.0f}", f"{rq:.0f}",
+            ratio(res, rq)),
+        Row("1. throughput, rq SimpleWorker (no fork; reference)", "", f"{simple:.0f}", ratio(res, simple)),
+        Row("1. enqueue one by one (jobs/s)", f"{enqueue_res:.0f}", f"{enqueue_rq:.0f}",
+            ratio(enqueue_res, enqueue_rq)),
+    ]
+    where = where_the_time_goes(env, res, rq)
+    result.raw["where_the_time_goes"] = where
+    met = res >= AIM * rq
+    result.aims.append(Aim("1. throughput", f"≥ {AIM}× rq's forking Worker", ratio(res, rq), met,
+                           "" if met else where["summary"]))
+    return result
+
+
+def where_the_time_goes(env: Env, res: float, rq: float) -> dict[str, Any]:
+    """Split a job's time into work-loop phases for both workers (bench/overhead.py), and rank the
+    resilient functions that take the extra time (under cProfile)."""
+    n = 30 if env.quick else 300
+    figures = {kind: _overhead(env, kind, str(n), *(["--profile"] if kind == "resilient" else []))
+               for kind in ("rq", "resilient")}
+    r, q = figures["resilient"]["phases"], figures["rq"]["phases"]
+    profile = figures["resilient"]["profile_ms_per_job"]
+    top = {part: ", ".join(f"{fn} {ms_:.1f}" for fn, ms_ in list(profile[part].items())[:4])
+           for part in ("horse", "parent")}
+    summary = (
+        f"{(1 / res - 1 / rq) * 1000:.1f} ms more per job. In-process ({n} jobs, ms per job, resilient vs "
+        "rq): "
+        f"horse from fork to reaped {r['horse, fork to reaped']:.1f} vs {q['horse, fork to reaped']:.1f}; "
+        f"parent: dequeue {r['dequeue']:.1f} vs {q['dequeue']:.1f}, around the horse "
+        f"{r['execute, parent side']:.1f} vs {q['execute, parent side']:.1f}; heartbeat() runs "
+        f"{r['heartbeat calls']:.0f}× per job and takes {r['heartbeat']:.1f} vs {q['heartbeat']:.1f} in all. "
+        f"Largest resilient functions under cProfile (ms per job, profiler-inflated), horse: {top['horse']}; "
+        f"parent: {top['parent']}")
+    return {**figures, "summary": summary}
+
+
+def _overhead(env: Env, *args: str) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "bench.overhead", env.url, *args]
+    done = subprocess.run(argv, env=env.subprocess_env(), capture_output=True, text=True, timeout=300,
+                          check=True)
+    return json.loads(done.stdout)
+
+
+def _enqueue(env: Env, kind: str, n: int) -> list[str]:
+    if kind == "resilient":
+        from resilient import Client
+
+        client = Client.from_url(env.url)
+        return [resilient_jobs.noop_job.enqueue_call((), client=client).id for _ in range(n)]
+    queue = Queue(RQ_QUEUE, connection=env.redis)
+    return [queue.enqueue(jobs.noop, None).id for _ in range(n)]
+
+
+def _drain_rate(env: Env, ids: list[str]) -> float:
+    """Jobs per second from the first job's start to the last job's end, as rq recorded them."""
+    with env.redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hmget(f"rq:job:{job_id}", "started_at", "ended_at")
+        stamps = pipe.execute()
+    missing = sum(1 for s, e in stamps if not s or not e)
+    if missing:
+        raise RuntimeError(f"{missing} of {len(ids)} jobs did not finish")
+    first = min(_parse(s) for s, _ in stamps)
+    last = max(_parse(e) for _, e in stamps)
+    return len(ids) / (last - first)
+
+
+def _parse(stamp: bytes) -> float:
+    return datetime.strptime(stamp.decode(), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
