@@ -390,6 +390,7 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
 
     log_to_stderr(log_level, log_format)
     worker_pid = os.getpid()
+    _prctl()  # load libc here once, not in every child
     # RQ's scheduler runs in a forked process too: none of our children may outlive this worker
     os.register_at_fork(after_in_child=lambda: set_parent_death_signal() if os.getppid() == worker_pid else None)
     job_names = import_job_modules(modules)
