@@ -21,7 +21,7 @@ JOBS, ITEMS, KILL_FOR = 50, 200, 60.0
 SECONDS_PER_ITEM = 0.025  # 50 jobs x 5 s of work on 4 workers: about a minute, the length of the killing
 
 
-def test_fifty_jobs_survive_a_minute_of_random_kills(client, redis_url, redis_client, tmp_path):
+def test_fifty_jobs_survive_a_minute_of_random_kills(client, redis_url, redis_client, tmp_path, capsys):
     """Every job completes once with the uninterrupted result; nothing is lost, duplicated or parked."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}", "REDIS_URL": redis_url,
            "RESILIENT_RETRY_BACKOFF": "0.2"}
@@ -44,9 +44,10 @@ def test_fifty_jobs_survive_a_minute_of_random_kills(client, redis_url, redis_cl
     causes = collections.Counter(e["cause"] for h in handles for e in h.events() if e["type"] == "died")
     completions = [sum(e["type"] == "completed" for e in h.events()) for h in handles]
     redone = int(redis_client.get("chaos:items")) - JOBS * ITEMS
-    print(f"\nchaos: {sum(kills.values())} kills ({dict(kills)}); deaths by cause {dict(causes)}; "
-          f"items redone {redone} ({redone / max(1, sum(kills.values())):.1f} per kill); "
-          f"attempts {sum(h.attempts for h in handles)} for {JOBS} jobs")
+    with capsys.disabled():  # the summary belongs in CI's output
+        print(f"\nchaos: {sum(kills.values())} kills ({dict(kills)}); deaths by cause {dict(causes)}; "
+              f"items redone {redone} ({redone / max(1, sum(kills.values())):.1f} per kill); "
+              f"attempts {sum(h.attempts for h in handles)} for {JOBS} jobs")
     assert results == [expected] * JOBS
     assert completions == [1] * JOBS, "a job completed twice"
     assert client.store.parked() == []

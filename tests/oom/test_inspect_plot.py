@@ -26,7 +26,6 @@ def test_plot_shows_limit_thresholds_and_both_deaths(client, start_worker, redis
                             "--plot"], capture_output=True, text=True, env=env, timeout=30)
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout
-    print(text)
     assert "RSS over time (limit 300.0 MiB from cgroup v1" in text
     chart = [line for line in text.splitlines() if "|" in line]
     assert any(line.endswith("L 300.0 MiB") for line in chart)
