@@ -318,11 +318,15 @@ class Store:
     def start_in_horse(self, attempt: Attempt, pid: int) -> tuple[bool, Checkpoint | None]:
         """One round trip as a run starts: record the horse's pid (fenced) and fetch the checkpoint to
         resume from. (False, ...) when the attempt is already STALE."""
-        with self.r.pipeline(transaction=False) as pipe:
-            self._set_fields(keys=[keys.job(attempt.job_id)], args=[attempt.epoch, "horse_pid", pid], client=pipe)
-            pipe.hmget(keys.checkpoint(attempt.job_id), "seq", "data", "saved_at")
-            written, checkpoint = pipe.execute()
-        return _text(written) != STALE, _checkpoint(checkpoint)
+        try:
+            with self.r.pipeline(transaction=False) as pipe:
+                self._set_fields(keys=[keys.job(attempt.job_id)], args=[attempt.epoch, "horse_pid", pid],
+                                 client=pipe)
+                pipe.hmget(keys.checkpoint(attempt.job_id), "seq", "data", "saved_at")
+                written, checkpoint = pipe.execute()
+            return _text(written) != STALE, _checkpoint(checkpoint)
+        except redis.exceptions.NoScriptError:  # the server restarted between loading and running the script
+            return self.set_fields(attempt, horse_pid=pid), self.load_checkpoint(attempt.job_id)
 
     def save_checkpoint(self, attempt: Attempt, data: bytes, done: int | None = None,
                         total: int | None = None) -> int | str:
