@@ -4,8 +4,8 @@ PREFIX = "resilient:"
 
 LEASES = PREFIX + "leases"
 PARKED = PREFIX + "parked"
-DEATHS = PREFIX + "deaths"  # stream: the last deaths across all jobs (for top); named in store.py's Lua
-DELAYED = PREFIX + "delayed"  # zset: job id -> when its retry may run (ms); named in store.py's Lua too
+DEATHS = PREFIX + "deaths"  # stream: the last deaths across all jobs (for top); named in scripts.py's Lua
+DELAYED = PREFIX + "delayed"  # zset: job id -> when its retry may run (ms); named in scripts.py's Lua too
 JOBS = PREFIX + "jobs"  # zset of every job id we know, scored by enqueue time
 WORKERS = PREFIX + "workers"  # set of worker names that publish a status hash
 
