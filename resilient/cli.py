@@ -70,7 +70,7 @@ def worker(ctx: click.Context, modules: tuple[str, ...], queues: tuple[str, ...]
            name: str | None, memory_limit: str | None, log_level: str, log_format: str, reap: bool,
            metrics_port: int | None, **tuning: Any) -> None:
     """Run a worker for the jobs defined in MODULES (e.g. `resilient worker myapp.jobs`)."""
-    from .worker import run_worker
+    from .runner import run_worker
 
     limit = parse_size(memory_limit) if memory_limit else None
     settings = settings_of(ctx, memory_limit=limit, **tuning)

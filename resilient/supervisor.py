@@ -19,7 +19,7 @@ from .config import Settings
 from .connection import open_redis, resolve_url
 from .rqjob import fetch_rq_job, rq_queue
 from .store import Claim, Store
-from .worker import set_parent_death_signal
+from .procs import set_parent_death_signal
 
 log = logging.getLogger("resilient.supervisor")
 REAP_INTERVAL = 0.5  # seconds between two looks at the leases: detection within lease_ttl + this

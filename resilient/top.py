@@ -12,7 +12,6 @@ from rich.table import Table
 
 from . import report
 from .client import Client
-from .config import format_size
 from .views import memory_text
 
 BAR = 20

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import signal
@@ -27,9 +26,9 @@ from .config import Settings, format_size
 from .context import Context
 from .deaths import Death, Decision
 from .errors import CorruptCheckpoint, Preempted, StaleAttempt, UnknownJob
-from .logs import log_to_stderr
 from .memory_history import MemoryHistory
 from .memory_watch import MemoryWatcher
+from .procs import die_with_parent
 from .registry import JobSpec, lookup
 from .rqjob import ResilientJob
 from .store import Attempt, Store
@@ -44,7 +43,7 @@ class ResilientWorker(Worker):
     """Forks one horse per attempt; decides what every horse death means and resumes the job."""
 
     def __init__(self, queues: list[str], connection: redis.Redis, settings: Settings,
-                 memory: MemoryWatcher | None = None, **kwargs: Any) -> None:
+                 memory: MemoryWatcher | None = None, burst: bool = False, **kwargs: Any) -> None:
         super().__init__(queues, connection=connection, serializer=MsgpackSerializer,
                          job_class=ResilientJob, queue_class=Queue, **kwargs)
         self.settings = settings
@@ -64,7 +63,7 @@ class ResilientWorker(Worker):
         self.pressure_waits = 0
         self._superseded = False
         self._last_wait_status: int | None = None
-        self._burst = False
+        self._burst = burst  # a burst worker retries at once: it must not exit leaving delayed jobs behind
         self._our_beat_at = float("-inf")
 
     # --- parent: one attempt --------------------------------------------------------------------
@@ -141,7 +140,7 @@ class ResilientWorker(Worker):
 
 
     def main_work_horse(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
-        _die_with_parent(self.pid)
+        die_with_parent(self.pid)
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._horse_stop_requested)
         self.setup_work_horse_signals = lambda: None  # keep our handlers (RQ would reset SIGTERM)
@@ -379,66 +378,3 @@ class ResilientWorker(Worker):
                 self._fail_in_rq(job, queue, f"parked: {decision.reason}")
         raise SystemExit(0)
 
-
-def run_worker(modules: list[str], queues: list[str], settings: Settings, burst: bool = False,
-               name: str | None = None, log_level: str = "INFO", reap: bool = False, log_format: str = "auto",
-               metrics_port: int | None = None) -> int:
-    """Import the job modules, connect, and work until stopped (or drained, with burst). Exit code."""
-    from .connection import open_redis
-    from .errors import ConfigError
-    from .registry import import_job_modules
-
-    log_to_stderr(log_level, log_format)
-    worker_pid = os.getpid()
-    _prctl()  # load libc here once, not in every child
-    # RQ's scheduler runs in a forked process too: none of our children may outlive this worker
-    os.register_at_fork(after_in_child=lambda: set_parent_death_signal() if os.getppid() == worker_pid else None)
-    job_names = import_job_modules(modules)
-    if not job_names:
-        raise ConfigError(f"no @resilient.job found in {', '.join(modules)}")
-    queues = queues or sorted({lookup(job_name).options.queue for job_name in job_names})
-    connection, url = open_redis(settings)
-    memory = MemoryWatcher(settings)
-    worker = ResilientWorker(queues, connection, settings, memory=memory, name=name)
-    logs.bind(worker=worker.name)
-    if metrics_port:
-        metrics.enable(metrics_port, connection)
-    if reap:
-        from .supervisor import start_reaper_thread
-
-        start_reaper_thread(settings)
-    log.info("worker %s on %s, queues %s, jobs %s", worker.name, url, ", ".join(queues), ", ".join(job_names))
-    try:
-        worker._burst = burst
-        worker.work(burst=burst, logging_level=log_level)
-    finally:
-        memory.close()
-        health.forget("worker")
-    return 0
-
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Linux: the kernel SIGKILLs this horse if its worker parent dies, so no orphan runs on unwatched."""
-    set_parent_death_signal()
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(deaths.EXIT_STALE)
-
-
-def set_parent_death_signal() -> None:
-    """Linux: the kernel SIGKILLs the calling process when its parent dies."""
-    prctl = _prctl()
-    if prctl is None:
-        log.warning("cannot tie a child's life to the worker's (no prctl)")
-        return
-    prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-@functools.cache
-def _prctl() -> Any:
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None

@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import testjobs
-from conftest import ROOT, wait_until
+from conftest import ROOT
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 JOBS, ITEMS, KILL_FOR = 50, 200, 60.0

@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-import redis
 
 import testjobs
 from conftest import ROOT, wait_until
@@ -18,7 +17,7 @@ from resilient import CheckpointError, ConfigError, JobFailed, JobParked, keys
 from resilient.admin import requeue_job
 from resilient.codec import encode
 from resilient.rqjob import rq_queue
-from resilient.store import STALE, Attempt
+from resilient.store import STALE
 
 
 def test_poison_job_is_parked_after_three_deaths(client, start_worker, redis_url):

@@ -8,11 +8,9 @@ import subprocess
 import sys
 
 import pytest
-import redis
 
 import testjobs
-from conftest import ROOT, WorkerProcess, wait_until
-from resilient import Client
+from conftest import WorkerProcess, wait_until
 from resilient.server import ensure_server, stop_server
 
 

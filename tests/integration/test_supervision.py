@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import testjobs
 from conftest import ROOT, wait_until

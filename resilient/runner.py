@@ -1,0 +1,52 @@
+"""Starting a worker process: logging, job modules, Redis, memory (its own cgroup), metrics, reaper."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from . import logs, metrics
+from .config import Settings
+from .connection import open_redis
+from .errors import ConfigError
+from .health import forget
+from .logs import log_to_stderr
+from .memory_watch import MemoryWatcher
+from .procs import load_prctl, set_parent_death_signal
+from .registry import import_job_modules, lookup
+from .worker import ResilientWorker
+
+log = logging.getLogger("resilient.worker")
+
+
+def run_worker(modules: list[str], queues: list[str], settings: Settings, burst: bool = False,
+               name: str | None = None, log_level: str = "INFO", reap: bool = False, log_format: str = "auto",
+               metrics_port: int | None = None) -> int:
+    """Import the job modules, connect, and work until stopped (or drained, with burst). Exit code."""
+    log_to_stderr(log_level, log_format)
+    worker_pid = os.getpid()
+    load_prctl()  # load libc here once, not in every child
+    # RQ's scheduler runs in a forked process too: none of our children may outlive this worker
+    os.register_at_fork(after_in_child=lambda: set_parent_death_signal() if os.getppid() == worker_pid else None)
+    job_names = import_job_modules(modules)
+    if not job_names:
+        raise ConfigError(f"no @resilient.job found in {', '.join(modules)}")
+    queues = queues or sorted({lookup(job_name).options.queue for job_name in job_names})
+    connection, url = open_redis(settings)
+    memory = MemoryWatcher(settings)
+    worker = ResilientWorker(queues, connection, settings, memory=memory, name=name, burst=burst)
+    logs.bind(worker=worker.name)
+    if metrics_port:
+        metrics.enable(metrics_port, connection)
+    if reap:
+        from .supervisor import start_reaper_thread
+
+        start_reaper_thread(settings)
+    log.info("worker %s on %s, queues %s, jobs %s", worker.name, url, ", ".join(queues), ", ".join(job_names))
+    try:
+        worker.work(burst=burst, logging_level=log_level)
+    finally:
+        memory.close()
+        forget("worker")
+    return 0
+
