@@ -18,6 +18,7 @@ from .memory.probe import kernel_oom_line, read_pressure, read_rss
 
 log = logging.getLogger("resilient.memory")
 LIMIT_REFRESH = 5.0  # seconds between two reads of L (a container's limit can be changed live)
+GROUP_PREFIX = "resilient-worker-"  # + the worker's pid
 HORSE_OOM_SCORE_ADJ = 1000  # make the horse the kernel's first choice, never the parent
 _SHARED = struct.Struct("qqqd")  # usage, peak, level index, time of the sample: written by the horse
 
@@ -40,8 +41,9 @@ class MemoryWatcher:
     # --- parent ----------------------------------------------------------------------------------
     def _enter_own_cgroup(self, limit: int) -> cgroups.Cgroup | None:
         """Put this worker (and so its horses) in a child cgroup capped at `limit`, as a container would."""
+        _remove_groups_of_dead_workers()
         try:
-            group = cgroups.create_child(limit, f"resilient-worker-{os.getpid()}")
+            group = cgroups.create_child(limit, f"{GROUP_PREFIX}{os.getpid()}")
             _charge_moves_along(group)
             cgroups.move_into(group, os.getpid())
         except CgroupUnavailable as exc:
@@ -141,6 +143,19 @@ class MemoryWatcher:
                                  interval=self.settings.sample_interval)
         self.governor.start()
         return self.governor
+
+
+def _remove_groups_of_dead_workers() -> None:
+    """A worker that was SIGKILLed could not remove its group: remove the empty ones whose pid is gone."""
+    parent = cgroups.find_cgroup()
+    if parent is None:
+        return
+    for path in parent.path.glob(f"{GROUP_PREFIX}*"):
+        pid = path.name.removeprefix(GROUP_PREFIX)
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            group = cgroups.Cgroup(parent.version, path)
+            if not cgroups.pids_in(group):
+                cgroups.remove(group)
 
 
 def _charge_moves_along(group: cgroups.Cgroup) -> None:

@@ -140,3 +140,14 @@ def test_growth_without_safe_points_is_stopped_by_the_governor(client, memory_wo
     assert death["evidence"]["rss"] >= 0.95 * LIMIT_BYTES
     assert oom_kill_count(group) == 0
     assert worker.proc.poll() is None
+
+
+def test_group_of_a_killed_worker_is_cleaned_up_by_the_next(memory_worker):
+    """A SIGKILLed worker leaves its empty cgroup behind; the next worker started there removes it."""
+    worker, group = memory_worker()
+    worker.proc.kill()
+    worker.proc.wait(10)
+    wait_until(lambda: not (group.path / "cgroup.procs").read_text().strip(), what="its group to empty")
+    assert group.path.exists()
+    memory_worker()
+    wait_until(lambda: not group.path.exists(), what="the stale group to be removed")
