@@ -94,7 +94,7 @@ class Context:
         # Under pressure, or when the governor's last figure is older than a fast sample, read a fresh one:
         # a job can grow past the hard line between two of the thread's samples.
         if governor is not None and (governor.level != "ok" or now - governor.sampled_at > FRESH_SAMPLE):
-            self._on_pressure()
+            self._check_memory()
         if force or self._urgent or now >= self._next_due:
             self._persist(data, state)
         if self._stop_reason is not None:
@@ -126,7 +126,7 @@ class Context:
         self._stop_reason = reason
         self._urgent = True
 
-    def _on_pressure(self) -> None:
+    def _check_memory(self) -> None:
         level = self._governor.sample() if self._governor is not None else "ok"
         if LEVELS.index(level) > LEVELS.index(self._level_seen):
             self._urgent = True  # a rise in level: persist at this safe point

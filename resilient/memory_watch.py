@@ -34,9 +34,11 @@ class MemoryWatcher:
         self.cgroup = cgroups.find_cgroup()
         self.limit = discover_limit(settings.memory_limit)
         self._limit_read_at = time.monotonic()
+        self._read_usage = usage_reader(self.limit, self.cgroup)
         self._before: int | None = None
         self._shared = mmap.mmap(-1, _SHARED.size)  # anonymous, shared with the horses we fork
-        self.governor: Governor | None = None
+        self.governor: Governor | None = None  # the horse's
+        self._watch = Governor(self.limit, self.thresholds(), self.usage, read_psi=self._read_psi)  # the parent's
 
     # --- parent ----------------------------------------------------------------------------------
     def _enter_own_cgroup(self, limit: int) -> cgroups.Cgroup | None:
@@ -55,6 +57,7 @@ class MemoryWatcher:
     def refresh_limit(self) -> Limit:
         if time.monotonic() - self._limit_read_at >= LIMIT_REFRESH:
             self.limit = discover_limit(self.settings.memory_limit)
+            self._read_usage = usage_reader(self.limit, self.cgroup)
             self._limit_read_at = time.monotonic()
         return self.limit
 
@@ -76,13 +79,12 @@ class MemoryWatcher:
 
     def usage(self) -> int:
         """What counts against L right now (the group's anon memory, or this process's RSS)."""
-        return usage_reader(self.limit, self.cgroup)()
+        return self._read_usage()
 
-    def level(self, thresholds: Thresholds | None = None) -> str:
+    def level(self) -> str:
         """The level of the whole worker (parent + horse + siblings in its cgroup), PSI included."""
-        governor = Governor(self.refresh_limit(), thresholds or self.thresholds(), lambda: self.usage(),
-                            read_psi=self._read_psi)
-        return governor.sample()
+        self._watch.limit = self.refresh_limit()
+        return self._watch.sample()
 
     def thresholds(self, soft: float | None = None, hard: float | None = None,
                    critical: float | None = None) -> Thresholds:
@@ -114,9 +116,9 @@ class MemoryWatcher:
 
     def status(self) -> dict[str, Any]:
         """For `resilient status`: usage against L and the level."""
-        usage = self.usage()
-        return {"rss": usage, "limit": self.limit.bytes, "limit_source": self.limit.source,
-                "level": self.level(), "soft": self.settings.soft, "hard": self.settings.hard}
+        level = self.level()
+        return {"rss": self._watch.usage, "limit": self.limit.bytes, "limit_source": self.limit.source,
+                "level": level, "soft": self.settings.soft, "hard": self.settings.hard}
 
     def close(self) -> None:
         if self.child_cgroup is not None:
@@ -127,7 +129,7 @@ class MemoryWatcher:
     def in_horse(self, on_critical: Callable[[int], None], thresholds: Thresholds | None = None) -> Governor:
         """Arm the horse: the kernel should pick it first, and a governor thread watches it."""
         _raise_oom_score()
-        read = usage_reader(self.limit, self.cgroup)
+        read = self._read_usage
         shared = self._shared
 
         def read_and_share() -> int:

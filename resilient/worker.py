@@ -71,7 +71,7 @@ class ResilientWorker(Worker):
         spec = self._allowed_spec(job, queue)
         if spec is None:
             return
-        self.memory.refresh_limit()
+        self.memory.before_attempt()  # the limit as it is now, and the oom_kill counter before the attempt
         verdict, attempt = self.store.begin_attempt(job.id, self.name, self.host,
                                                     **self.memory.facts(*self._job_thresholds(spec)))
         if verdict != "OK":
@@ -81,7 +81,6 @@ class ResilientWorker(Worker):
         self._attempt, self._spec, self._current = attempt, spec, (job, queue)
         self._outcome, self._killed_for_shutdown, self._superseded = None, False, False
         logs.bind(job_id=job.id, attempt=attempt.attempt, epoch=attempt.epoch, queue=queue.name)
-        self.memory.before_attempt()
         try:
             super().execute_job(job, queue)
             if self._superseded or self._last_wait_status == deaths.EXIT_STALE << 8:
@@ -137,7 +136,6 @@ class ResilientWorker(Worker):
             super().fork_work_horse(job, queue)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-
 
     def main_work_horse(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
         die_with_parent(self.pid)
