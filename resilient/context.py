@@ -13,8 +13,8 @@ from .errors import Preempted, StaleAttempt
 from .registry import JobOptions
 from .store import STALE, Attempt, Checkpoint, Store
 
-PROGRESS_WRITE_INTERVAL = 0.25
-FRESH_SAMPLE = 0.02  # seconds: ctx.save() samples memory itself when the governor's figure is older  # seconds between progress writes that are not part of a checkpoint
+PROGRESS_WRITE_INTERVAL = 0.25  # seconds between progress writes that are not part of a checkpoint
+FRESH_SAMPLE = 0.02  # seconds: ctx.save() samples memory itself when the governor's figure is older
 LEVELS = ("ok", "soft", "hard", "critical")
 
 

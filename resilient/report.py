@@ -12,9 +12,12 @@ from rq.worker import Worker
 
 from . import keys
 from .codec import MsgpackSerializer
+from .config import Settings
 from .deaths import Death, describe
 from .memory_history import series
 from .store import Store
+
+DEFAULTS = Settings()  # for records written before a field existed
 
 
 def status(connection: redis.Redis, store: Store) -> dict[str, Any]:
@@ -51,7 +54,8 @@ def worker_memory(connection: redis.Redis, name: str) -> dict[str, Any]:
     if not raw:
         return {"rss": None, "limit": None, "limit_source": None, "level": None, "soft": None, "hard": None}
     return {"rss": int(raw["rss"]), "limit": int(raw["limit"]), "limit_source": raw["limit_source"],
-            "level": raw["level"], "soft": float(raw.get("soft", 0.70)), "hard": float(raw.get("hard", 0.85))}
+            "level": raw["level"], "soft": float(raw.get("soft", DEFAULTS.soft)),
+            "hard": float(raw.get("hard", DEFAULTS.hard))}
 
 
 def job_summary(store: Store, job_id: str) -> dict[str, Any]:
@@ -90,9 +94,9 @@ def inspect(store: Store, job_id: str) -> dict[str, Any]:
     memory = {
         "limit": int(fields["limit"]) if "limit" in fields else None,
         "limit_source": fields.get("limit_source"),
-        "soft": float(fields.get("soft", 0.70)),
-        "hard": float(fields.get("hard", 0.85)),
-        "critical": float(fields.get("critical", 0.95)),
+        "soft": float(fields.get("soft", DEFAULTS.soft)),
+        "hard": float(fields.get("hard", DEFAULTS.hard)),
+        "critical": float(fields.get("critical", DEFAULTS.critical)),
         "samples": series(store, job_id, summary["attempt"]),
     }
     return {**summary, "timeline": timeline, "checkpoints": store.checkpoint_history_entries(job_id),

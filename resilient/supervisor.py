@@ -17,9 +17,9 @@ from rq.registry import StartedJobRegistry
 from . import health, metrics
 from .config import Settings
 from .connection import open_redis, resolve_url
+from .procs import set_parent_death_signal
 from .rqjob import fetch_rq_job, rq_queue
 from .store import Claim, Store
-from .procs import set_parent_death_signal
 
 log = logging.getLogger("resilient.supervisor")
 REAP_INTERVAL = 0.5  # seconds between two looks at the leases: detection within lease_ttl + this
@@ -79,12 +79,16 @@ class Reaper:
     def _queue_names(self) -> list[str]:
         return [key.decode().removeprefix("rq:queue:") for key in self.connection.smembers("rq:queues")]
 
+    def reap_or_log(self) -> None:
+        """One pass that never raises for Redis trouble: the next pass tries again once Redis is back."""
+        try:
+            self.reap_once()
+        except redis.RedisError as exc:
+            log.warning("reaper: %s", exc)
+
     def run(self, stop: threading.Event, interval: float = REAP_INTERVAL) -> None:
         while not stop.is_set():
-            try:
-                self.reap_once()
-            except redis.RedisError as exc:  # keep reaping once Redis is back
-                log.warning("reaper: %s", exc)
+            self.reap_or_log()
             stop.wait(interval)
 
 
@@ -190,10 +194,7 @@ def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers:
         health.mark_alive("supervisor", "supervisor")
         if manager is not None:
             manager.tick(time.monotonic())
-        try:
-            reaper.reap_once()
-        except redis.RedisError as exc:
-            log.warning("reaper: %s", exc)
+        reaper.reap_or_log()
         stop.wait(interval)
     if manager is not None:
         manager.stop(settings.shutdown_grace + 5)
