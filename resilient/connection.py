@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
 import redis
@@ -26,6 +28,9 @@ BACKOFF_CAP = 2.0
 CONNECT_TIMEOUT = 5.0
 CHECK_TIMEOUT = 5.0  # whole check: half to connect, half for the reply
 HEALTH_CHECK_INTERVAL = 30
+WAIT_FIRST = 0.5  # seconds a starting worker or supervisor waits before it asks an absent Redis again
+WAIT_CAP = 10.0  # ... doubling up to this (below the health probe's 30 s max age: it ticks between asks)
+log = logging.getLogger("resilient.connection")
 
 REFUSED = (
     "connection refused — is the server running? start one or unset REDIS_URL to use the embedded server"
@@ -84,6 +89,25 @@ def open_redis(settings: Settings) -> tuple[redis.Redis, str]:
         client.close()
         raise
     return client, mask_password(url)
+
+
+def wait_for_redis(settings: Settings, tick: Callable[[], None],
+                   stop: threading.Event) -> tuple[redis.Redis, str] | None:
+    """open_redis for long-running processes: a Redis that is not there yet (compose or k8s starting it
+    alongside) is asked again with backoff, calling `tick` between asks so the process stays live.
+    A refused password is not waited for: asking again cannot fix it. None when `stop` is set meanwhile."""
+    delay = WAIT_FIRST
+    while not stop.is_set():
+        tick()
+        try:
+            return open_redis(settings)
+        except RedisUnavailable as exc:
+            if exc.reason == AUTH_FAILED:
+                raise
+            log.warning("%s; waiting for it, next try in %.1f s", exc, delay)
+        stop.wait(delay)
+        delay = min(delay * 2, WAIT_CAP)
+    return None
 
 
 def mask_password(url: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from .config import Settings
 
 MAX_AGE = 30.0  # seconds since a worker's last loop tick before it counts as stuck
+WAITING = "(waiting for Redis)"  # the name a process ticks under before it has reached Redis
 
 
 def health_dir() -> Path:
@@ -28,7 +29,8 @@ def forget(role: str) -> None:
 
 
 def _ticking(max_age: float) -> list[tuple[str, str]]:
-    """(role, name) of local processes alive and ticking within max_age."""
+    """(role, name) of local processes alive and ticking within max_age (name is WAITING while they
+    wait for Redis at start)."""
     found = []
     now = time.time()
     for path in health_dir().glob("*-*"):
@@ -49,17 +51,26 @@ def check_live(max_age: float = MAX_AGE) -> tuple[bool, str]:
 
 
 def check_ready(settings: Settings, max_age: float = MAX_AGE) -> tuple[bool, str]:
-    """Redis answers and every local worker is registered there."""
+    """A local worker or supervisor ticks, Redis answers, none of them is still waiting for it, and every
+    local worker is registered there."""
     from . import keys
     from .connection import open_redis
     from .errors import RedisUnavailable
 
+    ticking = _ticking(max_age)
+    if not ticking:
+        return False, (f"not ready: no worker or supervisor here has ticked in the last {max_age:.0f} s; "
+                       "start one (`resilient worker MODULES` or `resilient supervisor`)")
     try:
         connection, url = open_redis(settings)
     except RedisUnavailable as exc:
         return False, str(exc)
-    workers = [name for role, name in _ticking(max_age) if role == "worker"]
+    waiting = sorted({role for role, name in ticking if name == WAITING})
+    if waiting:
+        return False, f"Redis at {url} answers, but the local {' and '.join(waiting)} has not reached it yet"
+    workers = [name for role, name in ticking if role == "worker"]
     missing = [name for name in workers if not connection.exists(keys.worker_status(name))]
     if missing:
         return False, f"Redis at {url} answers, but worker(s) {', '.join(missing)} are not registered"
-    return True, f"Redis at {url} answers; {len(workers)} local worker(s) registered"
+    supervisors = len(ticking) - len(workers)
+    return True, f"Redis at {url} answers; {len(workers)} local worker(s) registered, {supervisors} supervisor(s)"

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+
+import redis
 
 from . import logs, metrics
 from .config import Settings
-from .connection import open_redis
+from .connection import wait_for_redis
 from .errors import ConfigError
-from .health import forget
+from .health import WAITING, forget, mark_alive
 from .logs import log_to_stderr
 from .memory_watch import MemoryWatcher
 from .procs import load_prctl, set_parent_death_signal
@@ -32,7 +36,11 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
     if not job_names:
         raise ConfigError(f"no @resilient.job found in {', '.join(modules)}")
     queues = queues or sorted({lookup(job_name).options.queue for job_name in job_names})
-    connection, url = open_redis(settings)
+    reached = reach_redis(settings)
+    if reached is None:
+        forget("worker")
+        return 0
+    connection, url = reached
     memory = MemoryWatcher(settings)
     worker = ResilientWorker(queues, connection, settings, memory=memory, name=name, burst=burst)
     logs.bind(worker=worker.name)
@@ -50,3 +58,15 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
         forget("worker")
     return 0
 
+
+
+def reach_redis(settings: Settings) -> tuple[redis.Redis, str] | None:
+    """Wait for Redis (live, not ready, meanwhile); None when SIGTERM or SIGINT ends the wait."""
+    stop = threading.Event()
+    stop_signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in stop_signals}
+    try:
+        return wait_for_redis(settings, lambda: mark_alive("worker", WAITING), stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -16,7 +16,7 @@ from rq.registry import StartedJobRegistry
 
 from . import health, metrics
 from .config import Settings
-from .connection import open_redis, resolve_url
+from .connection import open_redis, resolve_url, wait_for_redis
 from .procs import set_parent_death_signal
 from .rqjob import fetch_rq_job, rq_queue
 from .store import Claim, Store
@@ -171,7 +171,6 @@ class _Slot:
 def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers: int = 0,
                    worker_args: list[str] | None = None, metrics_port: int | None = None) -> int:
     """`resilient supervisor`: reap expired leases (and keep `workers` local workers running) until SIGTERM."""
-    connection, url = open_redis(settings)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -179,6 +178,11 @@ def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    reached = wait_for_redis(settings, lambda: health.mark_alive("supervisor", health.WAITING), stop)
+    if reached is None:
+        health.forget("supervisor")
+        return 0
+    connection, url = reached
     manager = None
     if workers:
         env = dict(os.environ)

@@ -142,10 +142,12 @@ def test_foreign_queue_entries_are_refused(client, start_worker, redis_url, redi
     assert testjobs.side_effect.enqueue_call((redis_url, "ok"), client=client).result(timeout=30) == "ran"
 
 
-def test_unreachable_redis_url_is_one_clear_line():
-    """A wrong REDIS_URL: one line that says what is wrong, exit code != 0, no traceback."""
+@pytest.mark.parametrize("command", [["status"], ["enqueue", "testjobs.quiet_sum", "[3]"]])
+def test_unreachable_redis_url_is_one_clear_line(command):
+    """A wrong REDIS_URL on a one-off command: one line that says what is wrong, exit code != 0 at once,
+    no traceback (long-running workers wait for Redis instead; test_operate)."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
-    run = subprocess.run([sys.executable, "-m", "resilient", "--redis-url", "redis://127.0.0.1:1/0", "status"],
+    run = subprocess.run([sys.executable, "-m", "resilient", "--redis-url", "redis://127.0.0.1:1/0", *command],
                          capture_output=True, text=True, env=env, timeout=30)
     assert run.returncode != 0
     assert "connection refused" in run.stderr

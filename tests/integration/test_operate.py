@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 import testjobs
-from conftest import WorkerProcess, wait_until
+from conftest import ROOT, WorkerProcess, wait_until
+from resilient import Client
 from resilient.server import ensure_server, stop_server
 
 
@@ -32,8 +35,11 @@ def test_live_needs_no_redis_and_ready_does(own_server, tmp_path, monkeypatch):
     health_dir = tmp_path / "health"
     monkeypatch.setenv("RESILIENT_HEALTH_DIR", str(health_dir))
     assert _health("--live", own_server.url, health_dir).returncode == 1  # nothing runs yet
+    idle = _health("--ready", own_server.url, health_dir)
+    assert idle.returncode == 1 and "no worker or supervisor here has ticked" in idle.stderr
     worker = WorkerProcess(own_server.url, ["testjobs"], tmp_path)
     try:
+        # ready only once the worker itself ticks and is registered: stopping Redis now cannot race its start
         wait_until(lambda: _health("--ready", own_server.url, health_dir).returncode == 0, what="ready")
         stop_server(own_server.data_dir)
         live = _health("--live", own_server.url, health_dir)
@@ -43,6 +49,59 @@ def test_live_needs_no_redis_and_ready_does(own_server, tmp_path, monkeypatch):
         assert len(ready.stderr.strip().splitlines()) == 1
     finally:
         worker.stop()
+
+
+def _take_down(server) -> None:
+    """Stop the server but keep its record, so that ensure_server brings it back on the same port."""
+    os.kill(server.pid, signal.SIGTERM)
+    wait_until(lambda: not psutil.pid_exists(server.pid), what="the server to exit")
+
+
+def _wait_live_not_ready(process, url: str, health_dir) -> str:
+    """The process started while Redis is down: it stays up and live; --ready fails with one line."""
+    wait_until(lambda: _health("--live", url, health_dir).returncode == 0, what="the process to tick")
+    ready = _health("--ready", url, health_dir)
+    assert ready.returncode == 1 and len(ready.stderr.strip().splitlines()) == 1
+    assert process.poll() is None, "it exited instead of waiting for Redis"
+    return ready.stderr
+
+
+def test_worker_started_before_redis_waits_for_it(own_server, tmp_path, monkeypatch):
+    """compose/k8s start the worker and Redis together: the worker waits (live, not ready), then works."""
+    health_dir = tmp_path / "health"
+    monkeypatch.setenv("RESILIENT_HEALTH_DIR", str(health_dir))
+    _take_down(own_server)
+    worker = WorkerProcess(own_server.url, ["testjobs"], tmp_path)
+    try:
+        assert "connection refused" in _wait_live_not_ready(worker.proc, own_server.url, health_dir)
+        restarted = ensure_server(own_server.data_dir)
+        assert restarted.url == own_server.url, "the server came back on another port"
+        wait_until(lambda: _health("--ready", own_server.url, health_dir).returncode == 0, what="ready")
+        client = Client.from_url(own_server.url)
+        assert testjobs.count_items.enqueue_call((own_server.url, 3, 0.0), client=client).result(timeout=30) == 3
+        assert "waiting for it" in worker.output()
+    finally:
+        worker.stop()
+    assert worker.proc.returncode == 0
+
+
+def test_supervisor_started_before_redis_waits_for_it(own_server, tmp_path, monkeypatch):
+    """The same for `supervisor --workers 1`: it waits, then starts its worker, which registers."""
+    health_dir = tmp_path / "health"
+    monkeypatch.setenv("RESILIENT_HEALTH_DIR", str(health_dir))
+    _take_down(own_server)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}", "REDIS_URL": own_server.url}
+    supervisor = subprocess.Popen([sys.executable, "-m", "resilient", "supervisor", "--workers", "1", "testjobs"],
+                                  env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_live_not_ready(supervisor, own_server.url, health_dir)
+        ensure_server(own_server.data_dir)
+        wait_until(lambda: _health("--ready", own_server.url, health_dir).returncode == 0, what="ready")
+        ready = _health("--ready", own_server.url, health_dir)
+        assert "1 local worker(s) registered" in ready.stdout
+    finally:
+        supervisor.terminate()
+        assert supervisor.wait(30) == 0
 
 
 def test_logs_are_json_lines_with_job_context(client, start_worker, redis_url):
