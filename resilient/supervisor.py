@@ -185,9 +185,10 @@ def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers:
     connection, url = reached
     manager = None
     if workers:
-        env = dict(os.environ)
-        if settings.redis_url is None:  # the embedded server: tell the workers where it is
-            env["REDIS_URL"] = resolve_url(settings)  # (a configured URL reaches them as it reached us)
+        # The workers use the server we use, however it was named (flag, env, file, embedded default):
+        # a worker left to resolve it alone could start an embedded server of its own.
+        worker_url = resolve_url(settings)
+        env = {**os.environ, "REDIS_URL": worker_url, "RESILIENT_REDIS_URL": worker_url}
         manager = WorkerManager(workers, [sys.executable, "-m", "resilient", "worker", *(worker_args or [])], env)
     log.info("supervisor on %s: reaping every %.1f s (lease ttl %.0f s)%s", url, interval, settings.lease_ttl,
              f", keeping {workers} workers" if workers else "")

@@ -136,3 +136,19 @@ def _worker_pids(redis_client) -> set[int]:
     """PIDs of live workers that publish a status (dead ones linger until their key expires)."""
     pids = {int(redis_client.hget(key, "pid") or 0) for key in redis_client.scan_iter("resilient:worker:*")}
     return {pid for pid in pids if pid and _alive(pid)}
+
+
+def test_supervisor_workers_use_the_server_named_on_its_command_line(client, redis_url, tmp_path):
+    """`resilient --redis-url X supervisor --workers 1`: its worker runs the jobs on X (no REDIS_URL in the
+    environment), and nobody starts an embedded server in the current directory."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RESILIENT_REDIS_URL", "REDIS_URL_FILE")}
+    env["PYTHONPATH"] = f"{ROOT / 'tests'}{os.pathsep}{ROOT}"
+    supervisor = subprocess.Popen([sys.executable, "-m", "resilient", "--redis-url", redis_url, "supervisor",
+                                   "--workers", "1", "testjobs"], env=env, cwd=tmp_path,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert testjobs.side_effect.enqueue_call((redis_url, "k"), client=client).result(timeout=30) == "ran"
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(30) == 0
+    assert not (tmp_path / ".resilient").exists(), "a worker started an embedded server of its own"
