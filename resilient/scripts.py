@@ -4,8 +4,12 @@ an attempt starts with the epoch check (_FENCE) so that a superseded attempt wri
 STALE = "STALE"
 
 # Each script starts by comparing the attempt's epoch with the job's: a superseded attempt writes nothing.
+# A job in a final status takes no more writes from any attempt either (completed stays completed, once):
+# RQ may take a job whose result we stored down its failure path when its own bookkeeping fails.
 _FENCE = """
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 'STALE' end
+local fenced_status = redis.call('HGET', KEYS[1], 'status')
+if fenced_status == 'completed' or fenced_status == 'failed' or fenced_status == 'parked' then return 'STALE' end
 """
 # Lease deadlines use the server's clock, so hosts with skewed clocks agree on what has expired.
 _SERVER_MS = """

@@ -181,3 +181,13 @@ def preempt_then_spike(ctx: resilient.Context, step_mb: int = 5, spike_mb: int =
         spike = b"x" * (spike_mb * MiB)
         del spike
     return ctx.attempt
+
+
+@resilient.job(queue="tests")
+def breaks_rq_bookkeeping(ctx: resilient.Context, url: str, key: str) -> str:
+    """Runs (logged), then turns RQ's finished registry into a string: RQ's success bookkeeping fails."""
+    _log(url, key, "ran")
+    r = redis.Redis.from_url(url)
+    r.delete("rq:finished:tests")
+    r.set("rq:finished:tests", "not a sorted set")
+    return "done"
