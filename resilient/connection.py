@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -31,6 +31,9 @@ HEALTH_CHECK_INTERVAL = 30
 WAIT_FIRST = 0.5  # seconds a starting worker or supervisor waits before it asks an absent Redis again
 WAIT_CAP = 10.0  # ... doubling up to this (below the health probe's 30 s max age: it ticks between asks)
 log = logging.getLogger("resilient.connection")
+# Redis cannot take our writes for now: unreachable, out of memory (maxmemory with noeviction), or a replica
+# after a failover. None of it is the job's fault: wait, and resume from the last checkpoint.
+REDIS_AWAY = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError)
 
 REFUSED = (
     "connection refused — is the server running? start one or unset REDIS_URL to use the embedded server"

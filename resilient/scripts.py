@@ -105,6 +105,7 @@ return {'OK', stuck, mem_stuck, seq, tonumber(redis.call('HGET', KEYS[1], 'attem
 
 # ARGV: epoch, now, reason, queue, events cap, rerouted (0/1), job id, delay ms
 REQUEUE = _FENCE + _PUSH_BACK + """
+if fenced_status ~= 'running' then return 'STALE' end  -- requeued already: a retried call pushes nothing twice
 redis.call('HSET', KEYS[1], 'status', 'queued', 'queue', ARGV[4])
 redis.call('ZREM', KEYS[3], ARGV[7])
 if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'mem_stuck', 0); redis.call('HDEL', KEYS[1], 'mem_seq') end

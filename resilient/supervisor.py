@@ -34,12 +34,15 @@ class Reaper:
         self.result_ttl = settings.result_ttl
         self.lease_ttl = settings.lease_ttl
         self._stranded: dict[tuple[str, str], float] = {}
+        # Server ms since which this reaper has seen Redis without a break, and when (monotonic) it last did.
+        self._visible_since: int | None = self.store.server_ms()
+        self._last_seen = time.monotonic()
 
     def reap_once(self, at_ms: int | None = None) -> list[Claim]:
         """One pass: expired leases, due delayed retries, entries stranded between dequeue and start."""
         at_ms = self.store.server_ms() if at_ms is None else at_ms
         claims = []
-        for job_id in self.store.expired_leases(at_ms):
+        for job_id in self.store.expired_leases(at_ms) if self._saw_a_lease_period(at_ms) else ():
             claim = self.store.claim_lost(job_id, at_ms)
             if claim is not None:
                 self._after_claim(claim)
@@ -47,6 +50,16 @@ class Reaper:
         self.store.promote_due(at_ms)
         self._rescue_stranded()
         return claims
+
+    def _saw_a_lease_period(self, at_ms: int) -> bool:
+        """True once this reaper has seen Redis for a whole lease period without a break. After an outage
+        (a failed pass, or a pass that took long: redis-py retried inside it) live workers get that long to
+        renew their leases: an outage is not a death."""
+        seen = time.monotonic()
+        if self._visible_since is None or seen - self._last_seen > self.lease_ttl / 2:
+            self._visible_since = at_ms
+        self._last_seen = seen
+        return at_ms - self._visible_since >= self.lease_ttl * 1000
 
     def _after_claim(self, claim: Claim) -> None:
         """RQ's side of a takeover: out of the started registry; a parked job goes to RQ's failed registry."""
@@ -84,6 +97,7 @@ class Reaper:
         try:
             self.reap_once()
         except redis.RedisError as exc:
+            self._visible_since = None
             log.warning("reaper: %s", exc)
 
     def run(self, stop: threading.Event, interval: float = REAP_INTERVAL) -> None:

@@ -10,7 +10,7 @@ import threading
 import time
 import traceback
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import redis
 from rq.exceptions import DeserializationError
@@ -23,6 +23,7 @@ from rq.worker import Worker
 from . import deaths, health, keys, logs, metrics
 from .codec import MsgpackSerializer, encode_state
 from .config import Settings, format_size
+from .connection import REDIS_AWAY
 from .context import Context
 from .deaths import Death, Decision
 from .errors import CorruptCheckpoint, Preempted, StaleAttempt, UnknownJob
@@ -37,6 +38,9 @@ log = logging.getLogger("resilient.worker")
 OUR_BEAT_INTERVAL = 1.0  # seconds between two of our heartbeat extras
 PRESSURE_POLL = 0.2  # seconds between two looks at memory while not taking jobs
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what the horse takes as "checkpoint and step aside"
+REDIS_WAIT_FIRST = 0.5  # seconds before asking a Redis that refused us again, doubling ...
+REDIS_WAIT_CAP = 10.0  # ... up to this (so a long wait logs one line per 10 s)
+T = TypeVar("T")
 
 
 class ResilientWorker(Worker):
@@ -186,7 +190,7 @@ class ResilientWorker(Worker):
             os._exit(deaths.EXIT_PREEMPTED_MEMORY if exc.reason == "memory" else deaths.EXIT_PREEMPTED_SHUTDOWN)
         if isinstance(exc, StaleAttempt):
             os._exit(deaths.EXIT_STALE)
-        if isinstance(exc, redis.ConnectionError):  # not the job's fault: resume from the last checkpoint
+        if isinstance(exc, REDIS_AWAY):  # not the job's fault: resume from the last checkpoint
             os._exit(deaths.EXIT_REDIS_LOST)
         attempt = self._attempt
         if attempt is not None:
@@ -205,8 +209,8 @@ class ResilientWorker(Worker):
         try:
             super().maintain_heartbeats(job, execution)
             renewed = self._attempt is None or self.store.renew_lease(self._attempt)
-        except redis.ConnectionError as exc:  # Redis away: keep watching the horse; the lease may lapse
-            log.warning("cannot reach Redis to renew the lease of job %s: %s", job.id, exc)
+        except REDIS_AWAY as exc:  # keep watching the horse; reapers do not count an outage against it
+            log.warning("cannot renew the lease of job %s: %s", job.id, exc)
             return
         if not renewed and self.horse_pid:
             log.warning("job %s: this attempt was taken over (lease lost); stopping it", job.id)
@@ -216,7 +220,21 @@ class ResilientWorker(Worker):
     # --- parent: after the horse ----------------------------------------------------------------
     def handle_work_horse_killed(self, job: ResilientJob, retpid: int, ret_val: int, rusage: Any) -> None:
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)
-        self._outcome = self._judge(job, retpid, ret_val, rusage)
+        self._outcome = self._despite_redis_away(f"record how job {job.id} ended",
+                                                 lambda: self._judge(job, retpid, ret_val, rusage))
+
+    def _despite_redis_away(self, what: str, action: Callable[[], T]) -> T:
+        """Run `action`; while Redis cannot take it (unreachable, full, read-only), say why, wait and retry.
+        The worker stays live meanwhile: an outage is no reason to lose what it knows about a job."""
+        delay = REDIS_WAIT_FIRST
+        while True:
+            try:
+                return action()
+            except REDIS_AWAY as exc:
+                log.warning("cannot %s: %s; trying again in %.1f s", what, _redis_trouble(exc), delay)
+            health.mark_alive("worker", self.name)
+            time.sleep(delay)
+            delay = min(delay * 2, REDIS_WAIT_CAP)
 
     def _judge(self, job: ResilientJob, pid: int, wait_status: int, rusage: Any) -> tuple[Death, Decision | None]:
         attempt, spec = self._attempt, self._spec
@@ -247,7 +265,12 @@ class ResilientWorker(Worker):
         if outcome is None:
             super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
             return
-        death, decision = outcome
+        self._despite_redis_away(f"requeue or park job {job.id}",
+                                 lambda: self._settle(job, queue, started_job_registry, execution, *outcome))
+
+    def _settle(self, job: ResilientJob, queue: Queue, started_job_registry: Any, execution: Execution | None,
+                death: Death, decision: Decision | None) -> None:
+        """After a judged death: drop a superseded attempt, park the job, or requeue it."""
         if decision is None:  # superseded: another attempt owns the job now
             self._forget_execution(job, execution)
         elif decision.action == "park":
@@ -275,7 +298,8 @@ class ResilientWorker(Worker):
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         while True:
             self._wait_out_pressure()
-            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            result = self._despite_redis_away(
+                "take a job", lambda: super(ResilientWorker, self).dequeue_job_and_maintain_ttl(timeout, max_idle_time))
             if result is None or self.memory.level() == "ok":
                 return result
             job, queue = result  # pressure arrived while we were blocked: hand the job back untouched
@@ -310,6 +334,12 @@ class ResilientWorker(Worker):
         if self.is_horse:
             super().heartbeat(timeout, pipeline)
             return
+        try:
+            self._beat(timeout, pipeline)
+        except REDIS_AWAY as exc:  # the next beat tries again; taking jobs waits in dequeue meanwhile
+            log.warning("heartbeat: %s", _redis_trouble(exc))
+
+    def _beat(self, timeout: int | None, pipeline: Any) -> None:
         now = time.monotonic()
         ours_due = now - self._our_beat_at >= OUR_BEAT_INTERVAL
         if ours_due:
@@ -376,3 +406,12 @@ class ResilientWorker(Worker):
                 self._fail_in_rq(job, queue, f"parked: {decision.reason}")
         raise SystemExit(0)
 
+
+
+def _redis_trouble(exc: BaseException) -> str:
+    """What is wrong with Redis, in words an operator can act on."""
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        return "Redis refuses writes: it reached its maxmemory (free memory there or raise maxmemory)"
+    if isinstance(exc, redis.exceptions.ReadOnlyError):
+        return "Redis is a read-only replica now (failover?): waiting for a writable primary"
+    return f"Redis is unreachable ({exc})"

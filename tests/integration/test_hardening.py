@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
+import psutil
 import pytest
+import redis
 
 import testjobs
 from conftest import wait_until
+from resilient import Client
 from resilient.codec import encode
+from resilient.config import Settings
+from resilient.server import ensure_server, stop_server
 from resilient.store import STALE
+from resilient.supervisor import Reaper
 
 
 def test_a_completed_job_takes_no_more_writes(client):
@@ -43,3 +52,64 @@ def test_rq_bookkeeping_failing_after_the_result_keeps_the_job_completed_once(cl
         assert types.count("completed") == 1 and "failed" not in types and "requeued" not in types
     finally:
         redis_client.delete("rq:finished:tests")
+
+
+@pytest.fixture
+def full_redis(redis_client):
+    """Call it to make the session server refuse writes (maxmemory below its use, noeviction); undone after."""
+    before = redis_client.config_get("maxmemory-policy")["maxmemory-policy"]
+
+    def fill() -> None:
+        redis_client.config_set("maxmemory-policy", "noeviction")
+        redis_client.config_set("maxmemory", redis_client.info("memory")["used_memory"] // 2)
+
+    yield fill
+    redis_client.config_set("maxmemory", 0)
+    redis_client.config_set("maxmemory-policy", before)
+
+
+def test_redis_refusing_writes_steps_the_job_aside_and_the_worker_waits(client, start_worker, redis_client,
+                                                                        full_redis):
+    """Redis at maxmemory (noeviction): the job is not failed but steps aside as preempted:redis, the worker
+    waits (live, saying why), and once Redis takes writes again the job resumes and completes."""
+    worker = start_worker()
+    handle = testjobs.quiet_sum.enqueue_call((300, 0.01), client=client)
+    wait_until(lambda: int(client.store.job_fields(handle.id).get("seq", 0)) >= 5, what="progress")
+    full_redis()
+    wait_until(lambda: "refuses writes" in worker.output(), what="the worker to say Redis refuses writes")
+    assert worker.proc.poll() is None
+    redis_client.config_set("maxmemory", 0)
+    assert handle.result(timeout=30) == sum(range(300))
+    causes = [e["cause"] for e in handle.events() if e["type"] == "died"]
+    assert causes == ["preempted:redis"]
+    assert worker.proc.poll() is None, "the worker died"
+
+
+def test_an_idle_worker_outlives_a_full_redis(client, start_worker, redis_client, full_redis):
+    """An idle worker's heartbeat and dequeue are refused: it says why and takes jobs again afterwards."""
+    worker = start_worker()
+    wait_until(lambda: "Listening on" in worker.output(), what="the worker to listen")
+    full_redis()
+    wait_until(lambda: "refuses writes" in worker.output(), what="the worker to say Redis refuses writes")
+    assert worker.proc.poll() is None
+    redis_client.config_set("maxmemory", 0)
+    assert testjobs.quiet_sum.enqueue_call((3, 0.0), client=client).result(timeout=30) == 3
+
+
+def test_a_reaper_that_lost_sight_of_redis_waits_a_lease_period_before_claiming(tmp_path):
+    """An outage longer than a lease is not a death: after it, live workers get a lease period to renew."""
+    info = ensure_server(tmp_path / "redis")
+    try:
+        client = Client.from_url(info.url)
+        testjobs.side_effect.enqueue_call((info.url, "k"), client=client, job_id="outage")
+        client.store.begin_attempt("outage", "live-worker", "host")
+        reaper = Reaper(redis.Redis.from_url(info.url), Settings(redis_url=info.url, lease_ttl=2.0))
+        os.kill(info.pid, signal.SIGTERM)
+        wait_until(lambda: not psutil.pid_exists(info.pid), what="the server to exit")
+        reaper.reap_or_log()  # Redis is gone
+        assert ensure_server(tmp_path / "redis").url == info.url
+        at = client.store.server_ms() + 60_000  # the lease is long past its deadline
+        assert reaper.reap_once(at) == [], "claimed a job the moment Redis came back"
+        assert [claim.job_id for claim in reaper.reap_once(at + 2_000)] == ["outage"]
+    finally:
+        stop_server(tmp_path / "redis")
