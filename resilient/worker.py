@@ -69,9 +69,20 @@ class ResilientWorker(Worker):
         self._last_wait_status: int | None = None
         self._burst = burst  # a burst worker retries at once: it must not exit leaving delayed jobs behind
         self._our_beat_at = float("-inf")
+        self._job_in_hand = False  # between taking a job off its queue and RQ counting this worker busy
 
     # --- parent: one attempt --------------------------------------------------------------------
     def execute_job(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
+        try:
+            self._execute(job, queue)
+        finally:
+            self._job_in_hand = False
+
+    def _execute(self, job: ResilientJob, queue: Queue) -> None:
+        if self._stop_requested:  # SIGTERM came after the dequeue: the job goes back untouched
+            self._hand_back(job, queue)
+            log.info("job %s handed back to %s: stopping", job.id, queue.name)
+            return
         spec = self._allowed_spec(job, queue)
         if spec is None:
             return
@@ -102,7 +113,22 @@ class ResilientWorker(Worker):
 
     def prepare_execution(self, job: ResilientJob) -> Execution:  # type: ignore[override]
         self._execution = super().prepare_execution(job)
+        self._job_in_hand = False  # RQ counts the worker busy from here: a SIGTERM only notes the request
         return self._execution
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """SIGTERM/SIGINT. RQ takes a worker that is not busy yet for idle and raises StopRequested wherever
+        the signal lands, which would strand a job just taken off its queue (or leave it running with a
+        lease). With a job in hand, note the request instead: the job is handed back, or its horse asked
+        to step aside as soon as it exists."""
+        if not self._job_in_hand:
+            super().request_stop(signum, frame)
+            return
+        log.info("warm shut down requested while starting a job")
+        self._shutdown_requested_date = now()
+        self._stop_requested = True
+        signal.signal(signal.SIGINT, self.request_force_stop)
+        signal.signal(signal.SIGTERM, self.request_force_stop)
 
     def _allowed_spec(self, job: ResilientJob, queue: Queue) -> JobSpec | None:
         """The registered spec, or refuse the entry (unknown function, pickle or garbage payload)."""
@@ -140,6 +166,8 @@ class ResilientWorker(Worker):
             super().fork_work_horse(job, queue)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        if self._stop_requested:  # asked to stop before the horse existed: tell it now
+            self._ask_horse_to_step_aside()
 
     def main_work_horse(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
         die_with_parent(self.pid)
@@ -296,17 +324,25 @@ class ResilientWorker(Worker):
 
     # --- memory pressure: take no new job while the worker's memory is under pressure ---------------
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
-        while True:
+        while not self._stop_requested:  # (a stop noted while a job was in hand, see request_stop)
             self._wait_out_pressure()
             result = self._despite_redis_away(
                 "take a job", lambda: super(ResilientWorker, self).dequeue_job_and_maintain_ttl(timeout, max_idle_time))
+            # From here to prepare_execution a SIGTERM must not strand the job (request_stop). The few
+            # bytecodes inside RQ between its BLMOVE and this line stay open: the reaper rescues what they strand.
+            self._job_in_hand = result is not None
             if result is None or self.memory.level() == "ok":
                 return result
-            job, queue = result  # pressure arrived while we were blocked: hand the job back untouched
-            with self.connection.pipeline() as pipe:
-                pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-                queue.push_job_id(job.id, pipeline=pipe, at_front=True)
-                pipe.execute()
+            self._hand_back(*result)  # pressure arrived while we were blocked
+            self._job_in_hand = False
+        return None
+
+    def _hand_back(self, job: ResilientJob, queue: Queue) -> None:
+        """Return a job taken off its queue, untouched, to the front of that queue."""
+        with self.connection.pipeline() as pipe:
+            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            queue.push_job_id(job.id, pipeline=pipe, at_front=True)
+            pipe.execute()
 
     def _wait_out_pressure(self) -> None:
         level = self.memory.level()
@@ -361,7 +397,10 @@ class ResilientWorker(Worker):
     # --- shutdown ---------------------------------------------------------------------------------
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()
-        if self.horse_pid:
+        self._ask_horse_to_step_aside()
+
+    def _ask_horse_to_step_aside(self) -> None:
+        if self.horse_pid and self._grace_timer is None:
             log.info("asking job to checkpoint and step aside (grace %.0f s)", self.settings.shutdown_grace)
             self._signal_horse(signal.SIGUSR1)
             self._grace_timer = threading.Timer(self.settings.shutdown_grace, self._grace_expired)

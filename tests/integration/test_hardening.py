@@ -113,3 +113,26 @@ def test_a_reaper_that_lost_sight_of_redis_waits_a_lease_period_before_claiming(
         assert [claim.job_id for claim in reaper.reap_once(at + 2_000)] == ["outage"]
     finally:
         stop_server(tmp_path / "redis")
+
+
+def test_sigterm_between_dequeue_and_fork_hands_the_job_back_untouched(client, redis_url, redis_client):
+    """SIGTERM lands after the worker took a job off its queue but before any horse: the job goes back to
+    the front of its queue with no attempt used and no lease, instead of being stranded or left running."""
+    from resilient.worker import ResilientWorker
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    worker = ResilientWorker(["tests"], redis.Redis.from_url(redis_url), Settings(redis_url=redis_url))
+    handle = testjobs.side_effect.enqueue_call((redis_url, "k"), client=client)
+    try:
+        job, queue = worker.dequeue_job_and_maintain_ttl(1)
+        worker.request_stop(signal.SIGTERM, None)  # what the signal handler runs, at this point
+        worker.execute_job(job, queue)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert redis_client.lrange("rq:queue:tests", 0, -1) == [handle.id.encode()]
+    assert redis_client.llen("rq:queue:tests:intermediate") == 0
+    assert handle.status == "queued" and handle.attempts == 0
+    assert redis_client.zscore("resilient:leases", handle.id) is None
+    assert worker.dequeue_job_and_maintain_ttl(1) is None, "a stopping worker took another job"
+    assert redis_client.llen("k") == 0
