@@ -60,6 +60,8 @@ def client_of(ctx: click.Context) -> Client:
 @click.option("--psi-threshold", type=float, default=None, help="PSI some-avg10 %% that counts as soft (10).")
 @click.option("--shutdown-grace", type=float, default=None, help="Seconds a job gets to checkpoint on SIGTERM.")
 @click.option("--lease-ttl", type=float, default=None, help="Seconds a lost worker's job waits to be reaped (10).")
+@click.option("--stall-timeout", type=float, default=None,
+              help="Stop a job that makes no checkpoint for this many seconds (hung); default: never.")
 @click.option("--reap", is_flag=True, help="Also reap expired leases (as `resilient supervisor` does).")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
 @click.option("--log-level", default="INFO", show_default=True)

@@ -67,6 +67,7 @@ class Settings:
     retry_backoff: float = 1.0  # seconds before the first retry after a death; doubles per death in a row
     retry_backoff_max: float = 60.0
     result_ttl: int = 7 * 24 * 3600
+    stall_timeout: float = 0.0  # seconds without a checkpoint before a horse counts as hung; 0: never
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -89,6 +90,7 @@ class Settings:
             "lease_ttl": float,
             "retry_backoff": float,
             "retry_backoff_max": float,
+            "stall_timeout": float,
         }
         for field, read in readers.items():
             raw = env.get(f"RESILIENT_{field.upper()}")

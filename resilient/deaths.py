@@ -25,6 +25,7 @@ PREEMPTED_REDIS = "preempted:redis"
 OOM_KERNEL = "oom:kernel"
 OOM_SELF = "oom:self"
 KILLED = "killed"
+STALLED = "stalled"
 STALE = "stale"
 LOST = "lost"
 
@@ -55,8 +56,9 @@ class Death:
 
 
 def classify(wait_status: int, oom_kills_before: int | None, oom_kills_after: int | None,
-             killed_for_shutdown: bool = False) -> str:
-    """The cause of a horse's end from its wait status and the cgroup's oom_kill counter."""
+             killed_for: str | None = None) -> str:
+    """The cause of a horse's end from its wait status and the cgroup's oom_kill counter; `killed_for` is
+    why the worker itself sent SIGKILL, if it did ("shutdown": grace expired, "stall": no checkpoint)."""
     if os.WIFEXITED(wait_status):
         code = os.WEXITSTATUS(wait_status)
         return _EXIT_CAUSES.get(code, f"crashed:exit{code}")
@@ -67,9 +69,7 @@ def classify(wait_status: int, oom_kills_before: int | None, oom_kills_after: in
         return f"crashed:{_signal_name(sig)}"
     if oom_kills_before is not None and oom_kills_after is not None and oom_kills_after > oom_kills_before:
         return OOM_KERNEL
-    if killed_for_shutdown:
-        return PREEMPTED_SHUTDOWN
-    return KILLED
+    return {"shutdown": PREEMPTED_SHUTDOWN, "stall": STALLED}.get(killed_for or "", KILLED)
 
 
 def _signal_name(sig: int) -> str:
@@ -153,6 +153,7 @@ def describe(death: Death) -> str:
         OOM_KERNEL: "killed by the kernel OOM killer",
         OOM_SELF: "stopped by its governor at the critical memory line",
         KILLED: "killed with SIGKILL (no OOM evidence)",
+        STALLED: "stopped by the worker: no checkpoint within the stall timeout (hung?)",
         LOST: "lost: its worker stopped renewing the lease",
         STALE: "superseded by a newer attempt",
     }.get(death.cause, f"crashed ({death.cause})")

@@ -31,6 +31,8 @@ def enable(port: int, connection: redis.Redis) -> None:
                   multiprocess_mode="liveall"),
         limit=Gauge("resilient_memory_limit_bytes", "The worker's memory limit L", multiprocess_mode="liveall"),
         level=Gauge("resilient_pressure_level", "0 ok, 1 soft, 2 hard, 3 critical", multiprocess_mode="liveall"),
+        checkpoint_age=Gauge("resilient_checkpoint_age_seconds", "Seconds since the running job's last checkpoint",
+                             multiprocess_mode="liveall"),
         save=Histogram("resilient_checkpoint_save_seconds", "Time to persist a checkpoint",
                        buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)),
     )
@@ -56,6 +58,11 @@ def memory(rss: int, limit: int, level: str) -> None:
         _m["rss"].set(rss)
         _m["limit"].set(limit)
         _m["level"].set(LEVEL_NUMBERS.get(level, 0))
+
+
+def checkpoint_age(seconds: float) -> None:
+    if _enabled:
+        _m["checkpoint_age"].set(seconds)
 
 
 def checkpoint_saved(seconds: float) -> None:

@@ -145,10 +145,12 @@ push_back(ARGV[1], ARGV[2], 0, 0)
 return 1
 """
 
-# ARGV: epoch, ttl ms, job id. XX: a finished attempt's lease is gone and must stay gone.
+# ARGV: epoch, ttl ms, job id. XX: a finished attempt's lease is gone and must stay gone. Returns when the
+# attempt last made a checkpoint (ms; its start when it has made none yet), for the stall watchdog.
 RENEW = _FENCE + _SERVER_MS + """
 redis.call('ZADD', KEYS[2], 'XX', server_ms() + tonumber(ARGV[2]), ARGV[3])
-return 'OK'
+local times = redis.call('HMGET', KEYS[1], 'saved_at', 'started_at')
+return math.max(tonumber(times[1] or '0'), tonumber(times[2] or '0'))
 """
 
 # A lease past its deadline: the attempt is lost (worker or container gone, or paused). One caller wins:

@@ -192,11 +192,12 @@ class Store:
     def rescue_stranded(self, job_id: str, queue: str) -> bool:
         return bool(self._rescue(args=[job_id, queue]))
 
-    def renew_lease(self, attempt: Attempt) -> bool:
-        """Push the attempt's lease deadline to now + lease_ttl; False when the attempt is STALE."""
+    def renew_lease(self, attempt: Attempt) -> int | None:
+        """Push the attempt's lease deadline to now + lease_ttl; returns when the attempt last made a
+        checkpoint (epoch ms, its start if none yet), or None when the attempt is STALE."""
         reply = self._renew(keys=[keys.job(attempt.job_id), keys.LEASES],
                             args=[attempt.epoch, self.lease_ms, attempt.job_id])
-        return _text(reply) != STALE
+        return None if _text(reply) == STALE else int(reply)
 
     def server_ms(self) -> int:
         """The Redis server's clock: the one lease deadlines are written in."""

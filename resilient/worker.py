@@ -32,7 +32,7 @@ from .memory_watch import MemoryWatcher
 from .procs import die_with_parent
 from .registry import JobSpec, lookup
 from .rqjob import ResilientJob
-from .store import Attempt, Store
+from .store import Attempt, Store, now_ms
 
 log = logging.getLogger("resilient.worker")
 OUR_BEAT_INTERVAL = 1.0  # seconds between two of our heartbeat extras
@@ -60,7 +60,7 @@ class ResilientWorker(Worker):
         self._execution: Execution | None = None
         self._current: tuple[ResilientJob, Queue] | None = None
         self._outcome: tuple[Death, Decision | None] | None = None
-        self._killed_for_shutdown = False
+        self._killed_for: str | None = None  # why this worker SIGKILLed the horse, if it did
         self._grace_timer: threading.Timer | None = None
         self._ctx: Context | None = None
         self._stop_pending: str | None = None
@@ -69,6 +69,7 @@ class ResilientWorker(Worker):
         self._last_wait_status: int | None = None
         self._burst = burst  # a burst worker retries at once: it must not exit leaving delayed jobs behind
         self._our_beat_at = float("-inf")
+        self._stalled_for = 0.0  # seconds without a checkpoint when the stall watchdog stopped the horse
         self._job_in_hand = False  # between taking a job off its queue and RQ counting this worker busy
 
     # --- parent: one attempt --------------------------------------------------------------------
@@ -94,7 +95,7 @@ class ResilientWorker(Worker):
             return
         assert isinstance(attempt, Attempt)
         self._attempt, self._spec, self._current = attempt, spec, (job, queue)
-        self._outcome, self._killed_for_shutdown, self._superseded = None, False, False
+        self._outcome, self._killed_for, self._superseded = None, None, False
         logs.bind(job_id=job.id, attempt=attempt.attempt, epoch=attempt.epoch, queue=queue.name)
         try:
             super().execute_job(job, queue)
@@ -236,14 +237,30 @@ class ResilientWorker(Worker):
         """Every monitor tick: RQ's heartbeats, and our lease; a refused renewal means we were superseded."""
         try:
             super().maintain_heartbeats(job, execution)
-            renewed = self._attempt is None or self.store.renew_lease(self._attempt)
+            if self._attempt is None:
+                return
+            checkpointed_at = self.store.renew_lease(self._attempt)
         except REDIS_AWAY as exc:  # keep watching the horse; reapers do not count an outage against it
             log.warning("cannot renew the lease of job %s: %s", job.id, exc)
             return
-        if not renewed and self.horse_pid:
+        if checkpointed_at is None and self.horse_pid:
             log.warning("job %s: this attempt was taken over (lease lost); stopping it", job.id)
             self._superseded = True
             self.kill_horse()
+        elif checkpointed_at is not None:
+            self._watch_for_stall(job, (now_ms() - checkpointed_at) / 1000)
+
+    def _watch_for_stall(self, job: ResilientJob, checkpoint_age: float) -> None:
+        """A horse that makes no checkpoint for --stall-timeout seconds is taken for hung (a C call that
+        never returns, SIGSTOP): this worker renews its lease, so nobody else would ever notice."""
+        metrics.checkpoint_age(checkpoint_age)
+        timeout = self.settings.stall_timeout
+        if timeout and checkpoint_age > timeout and self.horse_pid and self._killed_for is None:
+            log.warning("job %s: no checkpoint for %.0f s (stall timeout %.0f s); stopping it", job.id,
+                        checkpoint_age, timeout)
+            self._killed_for = "stall"
+            self._stalled_for = round(checkpoint_age, 1)
+            self._signal_horse(signal.SIGKILL)
 
     # --- parent: after the horse ----------------------------------------------------------------
     def handle_work_horse_killed(self, job: ResilientJob, retpid: int, ret_val: int, rusage: Any) -> None:
@@ -268,13 +285,15 @@ class ResilientWorker(Worker):
         attempt, spec = self._attempt, self._spec
         assert attempt is not None and spec is not None
         before, after = self.memory.oom_counts()
-        cause = deaths.classify(wait_status, before, after, self._killed_for_shutdown)
+        cause = deaths.classify(wait_status, before, after, self._killed_for)
         evidence = deaths.wait_evidence(wait_status, rusage)
         fields = self.store.job_fields(job.id)
         killed = os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) == signal.SIGKILL
         evidence.update(self.memory.evidence(before, after, fields, job_pid=pid, killed=killed))
         evidence.update(done=int(fields.get("done", 0)), checkpoint_done=int(fields.get("ckpt_done", 0)))
         evidence.update(cause=cause, attempt=attempt.attempt, worker=self.name, host=self.host)
+        if cause == deaths.STALLED:
+            evidence.update(checkpoint_age=self._stalled_for, stall_timeout=self.settings.stall_timeout)
         death = Death(cause, evidence)
         log.warning("job %s attempt %d: %s", job.id, attempt.attempt, deaths.describe(death))
         metrics.death(cause, evidence["done"] - evidence["checkpoint_done"])
@@ -416,7 +435,7 @@ class ResilientWorker(Worker):
     def _grace_expired(self) -> None:
         if self.horse_pid:
             log.warning("job did not reach a safe point within %.0f s; stopping it", self.settings.shutdown_grace)
-            self._killed_for_shutdown = True
+            self._killed_for = "shutdown"
             self._signal_horse(signal.SIGKILL)
 
     def _cancel_grace_timer(self) -> None:
@@ -431,7 +450,7 @@ class ResilientWorker(Worker):
         log.warning("cold shutdown")
         if self.horse_pid and self._current is not None:
             job, queue = self._current
-            self._killed_for_shutdown = True
+            self._killed_for = "shutdown"
             pid = self.horse_pid
             self.kill_horse()
             _, status, rusage = self.wait_for_horse()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import redis
@@ -191,3 +192,12 @@ def breaks_rq_bookkeeping(ctx: resilient.Context, url: str, key: str) -> str:
     r.delete("rq:finished:tests")
     r.set("rq:finished:tests", "not a sorted set")
     return "done"
+
+
+@resilient.job(queue="tests", checkpoint_every=3600)
+def hangs_once(ctx: resilient.Context) -> dict:
+    """First attempt: one checkpoint, then the horse stops dead (SIGSTOP, like a C call that never returns)."""
+    if ctx.previous_death is None:
+        ctx.save({"stage": "before the hang"}, force=True)
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return {"attempt": ctx.attempt, "resumed_from": ctx.checkpoint, "previous": ctx.previous_death.cause}

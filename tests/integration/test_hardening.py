@@ -136,3 +136,15 @@ def test_sigterm_between_dequeue_and_fork_hands_the_job_back_untouched(client, r
     assert redis_client.zscore("resilient:leases", handle.id) is None
     assert worker.dequeue_job_and_maintain_ttl(1) is None, "a stopping worker took another job"
     assert redis_client.llen("k") == 0
+
+
+def test_a_hung_horse_is_stopped_by_the_stall_timeout_and_resumes(client, start_worker):
+    """--stall-timeout: a horse that makes no checkpoint for that long is stopped (cause `stalled`, with
+    its checkpoint age) and the job resumes from its checkpoint; without it the lease would be renewed forever."""
+    start_worker("--stall-timeout", "2")
+    handle = testjobs.hangs_once.enqueue_call(client=client)
+    result = handle.result(timeout=30)
+    assert result == {"attempt": 2, "resumed_from": {"stage": "before the hang"}, "previous": "stalled"}
+    (death,) = [e for e in handle.events() if e["type"] == "died"]
+    assert death["cause"] == "stalled"
+    assert 2 < death["evidence"]["checkpoint_age"] < 10 and death["evidence"]["stall_timeout"] == 2

@@ -19,25 +19,26 @@ def signalled(sig: int) -> int:
     return int(sig)
 
 
-@pytest.mark.parametrize("status, before, after, shutdown, cause", [
-    (signalled(signal.SIGKILL), 3, 4, False, "oom:kernel"),
-    (signalled(signal.SIGKILL), 3, 3, False, "killed"),
-    (signalled(signal.SIGKILL), None, 4, False, "killed"),   # counter unavailable before: no OOM claim
-    (signalled(signal.SIGKILL), 3, None, False, "killed"),   # unavailable after
-    (signalled(signal.SIGKILL), 0, 0, True, "preempted:shutdown"),
-    (signalled(signal.SIGKILL), 0, 1, True, "oom:kernel"),   # the kernel got there first
-    (signalled(signal.SIGSEGV), 0, 0, False, "crashed:SIGSEGV"),
-    (signalled(signal.SIGTERM), 0, 0, False, "crashed:SIGTERM"),
-    (exited(75), 0, 0, False, "preempted:memory"),
-    (exited(76), 0, 0, False, "preempted:shutdown"),
-    (exited(77), 0, 0, False, "stale"),
-    (exited(78), 0, 0, False, "oom:self"),
-    (exited(79), 0, 0, False, "preempted:redis"),
-    (exited(1), 0, 0, False, "crashed:exit1"),
+@pytest.mark.parametrize("status, before, after, killed_for, cause", [
+    (signalled(signal.SIGKILL), 3, 4, None, "oom:kernel"),
+    (signalled(signal.SIGKILL), 3, 3, None, "killed"),
+    (signalled(signal.SIGKILL), None, 4, None, "killed"),   # counter unavailable before: no OOM claim
+    (signalled(signal.SIGKILL), 3, None, None, "killed"),   # unavailable after
+    (signalled(signal.SIGKILL), 0, 0, "shutdown", "preempted:shutdown"),
+    (signalled(signal.SIGKILL), 0, 1, "shutdown", "oom:kernel"),   # the kernel got there first
+    (signalled(signal.SIGKILL), 0, 0, "stall", "stalled"),
+    (signalled(signal.SIGSEGV), 0, 0, None, "crashed:SIGSEGV"),
+    (signalled(signal.SIGTERM), 0, 0, None, "crashed:SIGTERM"),
+    (exited(75), 0, 0, None, "preempted:memory"),
+    (exited(76), 0, 0, None, "preempted:shutdown"),
+    (exited(77), 0, 0, None, "stale"),
+    (exited(78), 0, 0, None, "oom:self"),
+    (exited(79), 0, 0, None, "preempted:redis"),
+    (exited(1), 0, 0, None, "crashed:exit1"),
 ])
-def test_classify(status, before, after, shutdown, cause):
+def test_classify(status, before, after, killed_for, cause):
     """Each way a horse can end gets its own name; OOM is claimed only on counter evidence."""
-    assert classify(status, before, after, shutdown) == cause
+    assert classify(status, before, after, killed_for) == cause
 
 
 def test_wait_evidence_has_signal_and_peak_rss_in_bytes():
