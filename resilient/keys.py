@@ -1,11 +1,15 @@
-"""Every Redis key resilient writes (RQ's own keys stay as RQ names them)."""
+"""Every Redis key name, ours and the RQ ones we touch (as RQ itself names them), Lua included."""
+
+from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job
+from rq.queue import Queue
 
 PREFIX = "resilient:"
 
 LEASES = PREFIX + "leases"
 PARKED = PREFIX + "parked"
-DEATHS = PREFIX + "deaths"  # stream: the last deaths across all jobs (for top); named in scripts.py's Lua
-DELAYED = PREFIX + "delayed"  # zset: job id -> when its retry may run (ms); named in scripts.py's Lua too
+DEATHS = PREFIX + "deaths"  # stream: the last deaths across all jobs (for top)
+DELAYED = PREFIX + "delayed"  # zset: job id -> when its retry may run (ms)
 JOBS = PREFIX + "jobs"  # zset of every job id we know, scored by enqueue time
 WORKERS = PREFIX + "workers"  # set of worker names that publish a status hash
 
@@ -32,3 +36,32 @@ def worker_status(name: str) -> str:
 
 def memory(job_id: str, attempt: int) -> str:
     return f"{PREFIX}mem:{job_id}:{attempt}"
+
+
+# RQ's keys, from RQ's own names for them.
+RQ_QUEUES = Queue.redis_queues_keys  # set of queue keys
+
+
+def rq_queue(name: str) -> str:
+    return Queue.redis_queue_namespace_prefix + name
+
+
+def rq_intermediate(name: str) -> str:
+    """Where RQ keeps an entry between taking it off the queue and starting it."""
+    return IntermediateQueue.get_intermediate_queue_key(rq_queue(name))
+
+
+def rq_job(job_id: str) -> str:
+    return Job.redis_job_namespace_prefix + job_id
+
+
+def lua_names() -> str:
+    """The same names for Lua scripts: constants and functions of a job id or queue name."""
+    intermediate_suffix = rq_intermediate("").removeprefix(rq_queue(""))
+    return f"""
+local LEASES, PARKED, DEATHS, DELAYED, RQ_QUEUES = '{LEASES}', '{PARKED}', '{DEATHS}', '{DELAYED}', '{RQ_QUEUES}'
+local function job_key(id) return '{job("")}' .. id end
+local function rq_queue_key(name) return '{rq_queue("")}' .. name end
+local function rq_intermediate_key(name) return '{rq_queue("")}' .. name .. '{intermediate_suffix}' end
+local function rq_job_key(id) return '{rq_job("")}' .. id end
+"""

@@ -1,7 +1,10 @@
 """The Lua scripts behind store.py. Each one runs atomically on the server; every write on behalf of
 an attempt starts with the epoch check (_FENCE) so that a superseded attempt writes nothing."""
 
+from .keys import lua_names
+
 STALE = "STALE"
+_NAMES = lua_names()
 
 # Each script starts by comparing the attempt's epoch with the job's: a superseded attempt writes nothing.
 # A job in a final status takes no more writes from any attempt either (completed stays completed, once):
@@ -18,16 +21,16 @@ local function server_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 """
-_PUSH_BACK = """
+_PUSH_BACK = _NAMES + """
 -- Back into RQ's queue (its key names are pinned with rq 3.x), at the front, or into our delayed set.
 local function push_back(job_id, queue, delay_ms, now)
   if tonumber(delay_ms) > 0 then
-    redis.call('ZADD', 'resilient:delayed', tonumber(now) + tonumber(delay_ms), job_id)
+    redis.call('ZADD', DELAYED, tonumber(now) + tonumber(delay_ms), job_id)
     return
   end
-  redis.call('SADD', 'rq:queues', 'rq:queue:' .. queue)
-  redis.call('HSET', 'rq:job:' .. job_id, 'status', 'queued', 'origin', queue)
-  redis.call('LPUSH', 'rq:queue:' .. queue, job_id)
+  redis.call('SADD', RQ_QUEUES, rq_queue_key(queue))
+  redis.call('HSET', rq_job_key(job_id), 'status', 'queued', 'origin', queue)
+  redis.call('LPUSH', rq_queue_key(queue), job_id)
 end
 """
 
@@ -81,7 +84,7 @@ return 'OK'
 
 # ARGV: epoch, cause, evidence (msgpack), now, counts toward the poison cap (0/1), is a memory death (0/1),
 # events cap, peak rss
-DEATH = _FENCE + """
+DEATH = _FENCE + _NAMES + """
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local function bump(counter, at_seq)
   local last = tonumber(redis.call('HGET', KEYS[1], at_seq) or '-1')
@@ -99,7 +102,7 @@ redis.call('HSET', KEYS[1], 'last_death', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'deaths', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'type', 'died', 'at', ARGV[4], 'epoch', ARGV[1],
   'cause', ARGV[2], 'seq', seq, 'evidence', ARGV[3])
-redis.call('XADD', 'resilient:deaths', 'MAXLEN', '~', 200, '*', 'job_id', ARGV[9], 'cause', ARGV[2], 'at', ARGV[4])
+redis.call('XADD', DEATHS, 'MAXLEN', '~', 200, '*', 'job_id', ARGV[9], 'cause', ARGV[2], 'at', ARGV[4])
 return {'OK', stuck, mem_stuck, seq, tonumber(redis.call('HGET', KEYS[1], 'attempt'))}
 """
 
@@ -118,11 +121,11 @@ return 'OK'
 
 # Delayed retries whose time has come go back to their queue; any caller may run it, each job moves once.
 PROMOTE = _PUSH_BACK + """
-local due = redis.call('ZRANGEBYSCORE', 'resilient:delayed', '-inf', ARGV[1], 'LIMIT', 0, 100)
+local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', ARGV[1], 'LIMIT', 0, 100)
 for _, job_id in ipairs(due) do
-  redis.call('ZREM', 'resilient:delayed', job_id)
-  local queue = redis.call('HGET', 'resilient:job:' .. job_id, 'queue')
-  if queue and redis.call('HGET', 'resilient:job:' .. job_id, 'status') == 'queued' then
+  redis.call('ZREM', DELAYED, job_id)
+  local queue = redis.call('HGET', job_key(job_id), 'queue')
+  if queue and redis.call('HGET', job_key(job_id), 'status') == 'queued' then
     push_back(job_id, queue, 0, ARGV[1])
   end
 end
@@ -132,15 +135,15 @@ return #due
 # A queue entry stranded in RQ's intermediate list (its worker died between taking it and starting it):
 # back to the front of its queue, if it is still ours to move. ARGV: job id, queue.
 RESCUE = _PUSH_BACK + """
-if redis.call('HGET', 'resilient:job:' .. ARGV[1], 'status') ~= 'queued' then return 0 end
-if redis.call('ZSCORE', 'resilient:leases', ARGV[1]) or redis.call('ZSCORE', 'resilient:delayed', ARGV[1]) then
+if redis.call('HGET', job_key(ARGV[1]), 'status') ~= 'queued' then return 0 end
+if redis.call('ZSCORE', LEASES, ARGV[1]) or redis.call('ZSCORE', DELAYED, ARGV[1]) then
   return 0
 end
-if redis.call('LPOS', 'rq:queue:' .. ARGV[2], ARGV[1]) then  -- it is queued already: just drop the stray entry
-  redis.call('LREM', 'rq:queue:' .. ARGV[2] .. ':intermediate', 0, ARGV[1])
+if redis.call('LPOS', rq_queue_key(ARGV[2]), ARGV[1]) then  -- it is queued already: just drop the stray entry
+  redis.call('LREM', rq_intermediate_key(ARGV[2]), 0, ARGV[1])
   return 0
 end
-if redis.call('LREM', 'rq:queue:' .. ARGV[2] .. ':intermediate', 0, ARGV[1]) == 0 then return 0 end
+if redis.call('LREM', rq_intermediate_key(ARGV[2]), 0, ARGV[1]) == 0 then return 0 end
 push_back(ARGV[1], ARGV[2], 0, 0)
 return 1
 """
@@ -174,7 +177,7 @@ redis.call('HSET', KEYS[1], 'last_death', evidence)
 redis.call('HINCRBY', KEYS[1], 'deaths', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'died', 'at', ARGV[2], 'epoch', epoch - 1,
   'cause', 'lost', 'seq', seq, 'evidence', evidence)
-redis.call('XADD', 'resilient:deaths', 'MAXLEN', '~', 200, '*', 'job_id', ARGV[1], 'cause', 'lost', 'at', ARGV[2])
+redis.call('XADD', DEATHS, 'MAXLEN', '~', 200, '*', 'job_id', ARGV[1], 'cause', 'lost', 'at', ARGV[2])
 local attempt, max_attempts, max_stuck = tonumber(job[3]), tonumber(job[4]), tonumber(job[5] or '3')
 local reason = false
 if stuck >= max_stuck then

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from rq.registry import StartedJobRegistry
 
-from . import health, metrics
+from . import health, keys, metrics
 from .config import Settings
 from .connection import open_redis, resolve_url, wait_for_redis
 from .procs import set_parent_death_signal
@@ -80,7 +80,7 @@ class Reaper:
         now = time.monotonic()
         seen_now: dict[tuple[str, str], float] = {}
         for queue in self._queue_names():
-            for raw in self.connection.lrange(f"rq:queue:{queue}:intermediate", 0, -1):
+            for raw in self.connection.lrange(keys.rq_intermediate(queue), 0, -1):
                 entry = (raw.decode(), queue)
                 first_seen = self._stranded.get(entry, now)
                 if now - first_seen > self.lease_ttl and self.store.rescue_stranded(*entry):
@@ -90,7 +90,7 @@ class Reaper:
         self._stranded = seen_now
 
     def _queue_names(self) -> list[str]:
-        return [key.decode().removeprefix("rq:queue:") for key in self.connection.smembers("rq:queues")]
+        return [key.decode().removeprefix(keys.rq_queue("")) for key in self.connection.smembers(keys.RQ_QUEUES)]
 
     def reap_or_log(self) -> None:
         """One pass that never raises for Redis trouble: the next pass tries again once Redis is back."""
