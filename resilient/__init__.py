@@ -7,7 +7,6 @@
 
 from .client import Client, default_client, set_default_client
 from .context import Context
-from .deaths import Death
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -22,7 +21,8 @@ from .errors import (
     UnknownJob,
 )
 from .handle import JobHandle
-from .registry import JobOptions, JobSpec, job
+from .model import Death, JobOptions
+from .registry import JobSpec, job
 
 __all__ = [
     "CheckpointError", "Client", "ConfigError", "Context", "CorruptCheckpoint", "Death", "JobFailed",

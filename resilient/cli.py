@@ -14,6 +14,7 @@ from . import report
 from .client import Client
 from .config import Settings, parse_size
 from .errors import ConfigError, ResilientError
+from .model import DEFAULT_THRESHOLDS
 from .registry import import_job_modules, lookup
 
 
@@ -54,10 +55,14 @@ def client_of(ctx: click.Context) -> Client:
 @click.option("--burst", is_flag=True, help="Drain the queues, then exit (as rq worker --burst).")
 @click.option("--name", default=None, help="Worker name (default: random, as in rq).")
 @click.option("--memory-limit", default=None, help="Memory limit, e.g. 300M (default: the cgroup's or RAM).")
-@click.option("--soft", type=float, default=None, help="Soft line, fraction of the limit (default 0.70).")
-@click.option("--hard", type=float, default=None, help="Hard line: checkpoint and step aside (0.85).")
-@click.option("--critical", type=float, default=None, help="Critical line: stop the horse (0.95).")
-@click.option("--psi-threshold", type=float, default=None, help="PSI some-avg10 %% that counts as soft (10).")
+@click.option("--soft", type=float, default=None,
+              help=f"Soft line, fraction of the limit (default {DEFAULT_THRESHOLDS.soft:.2f}).")
+@click.option("--hard", type=float, default=None,
+              help=f"Hard line: checkpoint and step aside ({DEFAULT_THRESHOLDS.hard:.2f}).")
+@click.option("--critical", type=float, default=None,
+              help=f"Critical line: stop the horse ({DEFAULT_THRESHOLDS.critical:.2f}).")
+@click.option("--psi-threshold", type=float, default=None,
+              help=f"PSI some-avg10 %% that counts as soft ({DEFAULT_THRESHOLDS.psi_some_avg10:g}).")
 @click.option("--shutdown-grace", type=float, default=None, help="Seconds a job gets to checkpoint on SIGTERM.")
 @click.option("--lease-ttl", type=float, default=None, help="Seconds a lost worker's job waits to be reaped (10).")
 @click.option("--stall-timeout", type=float, default=None,

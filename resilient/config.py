@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .model import DEFAULT_THRESHOLDS
 
 MiB = 1024 * 1024
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
@@ -58,10 +59,10 @@ class Settings:
     shutdown_grace: float = 20.0
     monitor_interval: float = 1.0
     memory_limit: int | None = None
-    soft: float = 0.70
-    hard: float = 0.85
-    critical: float = 0.95
-    psi_threshold: float = 10.0
+    soft: float = DEFAULT_THRESHOLDS.soft
+    hard: float = DEFAULT_THRESHOLDS.hard
+    critical: float = DEFAULT_THRESHOLDS.critical
+    psi_threshold: float = DEFAULT_THRESHOLDS.psi_some_avg10
     sample_interval: float = 0.1
     lease_ttl: float = 10.0
     retry_backoff: float = 1.0  # seconds before the first retry after a death; doubles per death in a row

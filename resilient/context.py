@@ -8,25 +8,23 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from . import metrics
 from .codec import decode, encode_state
-from .deaths import Death
 from .errors import Preempted, StaleAttempt
-from .registry import JobOptions
-from .store import STALE, Attempt, Checkpoint, Store
+from .model import Attempt, Checkpoint, Death, JobOptions, Level
+from .store import STALE, Store
 
 PROGRESS_WRITE_INTERVAL = 0.25  # seconds between progress writes that are not part of a checkpoint
 FRESH_SAMPLE = 0.02  # seconds: ctx.save() samples memory itself when the governor's figure is older
-LEVELS = ("ok", "soft", "hard", "critical")
 
 
 class MemoryWatch(Protocol):
     """What the context needs from the memory governor."""
 
     @property
-    def level(self) -> str: ...
+    def level(self) -> Level: ...
 
     sampled_at: float
 
-    def sample(self) -> str: ...
+    def sample(self) -> Level: ...
 
 
 class Context:
@@ -47,7 +45,7 @@ class Context:
         self._next_due = clock() + self._interval
         self._stop_reason: str | None = None
         self._urgent = False
-        self._level_seen = "ok"
+        self._level_seen = Level.OK
         self._done: int | None = None
         self._total: int | None = None
         self._progress_due = 0.0
@@ -77,9 +75,9 @@ class Context:
     def pressure(self) -> str:
         """'ok', 'soft' or 'hard': shrink batches when it is not 'ok'."""
         if self._governor is None:
-            return "ok"
+            return str(Level.OK)
         level = self._governor.level
-        return "hard" if level == "critical" else level
+        return str(Level.HARD if level == Level.CRITICAL else level)
 
     # --- safe points --------------------------------------------------------------------------
     def save(self, state: Any, force: bool = False) -> None:
@@ -93,7 +91,7 @@ class Context:
         governor = self._governor
         # Under pressure, or when the governor's last figure is older than a fast sample, read a fresh one:
         # a job can grow past the hard line between two of the thread's samples.
-        if governor is not None and (governor.level != "ok" or now - governor.sampled_at > FRESH_SAMPLE):
+        if governor is not None and (governor.level != Level.OK or now - governor.sampled_at > FRESH_SAMPLE):
             self._check_memory()
         if force or self._urgent or now >= self._next_due:
             self._persist(data, state)
@@ -127,11 +125,11 @@ class Context:
         self._urgent = True
 
     def _check_memory(self) -> None:
-        level = self._governor.sample() if self._governor is not None else "ok"
-        if LEVELS.index(level) > LEVELS.index(self._level_seen):
+        level = self._governor.sample() if self._governor is not None else Level.OK
+        if level.rank > self._level_seen.rank:
             self._urgent = True  # a rise in level: persist at this safe point
         self._level_seen = level
-        if level in ("hard", "critical"):
+        if level.rank >= Level.HARD.rank:
             self.request_stop("memory")
 
     def _persist(self, data: bytes, state: Any) -> None:
@@ -142,7 +140,7 @@ class Context:
         self.seq = int(seq)
         self._state = state
         self._urgent = False
-        interval = self._interval / 4 if self._level_seen == "soft" else self._interval
+        interval = self._interval / 4 if self._level_seen == Level.SOFT else self._interval
         self._next_due = self._clock() + interval
 
     @staticmethod

@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 import random
 import signal
-from dataclasses import dataclass, field
 from typing import Any
 
 from .config import format_size
-from .registry import JobOptions
-from .store import DeathCount
+from .model import Cause, Death, DeathCount, Decision, JobOptions, crashed
 
 # Exit codes a horse uses to tell its parent why it stepped aside.
 EXIT_PREEMPTED_MEMORY = 75
@@ -19,40 +17,13 @@ EXIT_STALE = 77
 EXIT_OOM_SELF = 78
 EXIT_REDIS_LOST = 79
 
-PREEMPTED_MEMORY = "preempted:memory"
-PREEMPTED_SHUTDOWN = "preempted:shutdown"
-PREEMPTED_REDIS = "preempted:redis"
-OOM_KERNEL = "oom:kernel"
-OOM_SELF = "oom:self"
-KILLED = "killed"
-STALLED = "stalled"
-STALE = "stale"
-LOST = "lost"
-
 _EXIT_CAUSES = {
-    EXIT_PREEMPTED_MEMORY: PREEMPTED_MEMORY,
-    EXIT_PREEMPTED_SHUTDOWN: PREEMPTED_SHUTDOWN,
-    EXIT_STALE: STALE,
-    EXIT_OOM_SELF: OOM_SELF,
-    EXIT_REDIS_LOST: PREEMPTED_REDIS,
+    EXIT_PREEMPTED_MEMORY: Cause.PREEMPTED_MEMORY,
+    EXIT_PREEMPTED_SHUTDOWN: Cause.PREEMPTED_SHUTDOWN,
+    EXIT_STALE: Cause.STALE,
+    EXIT_OOM_SELF: Cause.OOM_SELF,
+    EXIT_REDIS_LOST: Cause.PREEMPTED_REDIS,
 }
-MEMORY_CAUSES = {PREEMPTED_MEMORY, OOM_KERNEL, OOM_SELF}
-NOT_COUNTED = {PREEMPTED_MEMORY, PREEMPTED_SHUTDOWN, PREEMPTED_REDIS, STALE}
-
-
-@dataclass(frozen=True)
-class Death:
-    cause: str
-    evidence: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def counts_toward_cap(self) -> bool:
-        """Preemptions are the worker stepping aside on purpose: not failures."""
-        return self.cause not in NOT_COUNTED
-
-    @property
-    def is_memory(self) -> bool:
-        return self.cause in MEMORY_CAUSES
 
 
 def classify(wait_status: int, oom_kills_before: int | None, oom_kills_after: int | None,
@@ -61,15 +32,15 @@ def classify(wait_status: int, oom_kills_before: int | None, oom_kills_after: in
     why the worker itself sent SIGKILL, if it did ("shutdown": grace expired, "stall": no checkpoint)."""
     if os.WIFEXITED(wait_status):
         code = os.WEXITSTATUS(wait_status)
-        return _EXIT_CAUSES.get(code, f"crashed:exit{code}")
+        return _EXIT_CAUSES.get(code, crashed(f"exit{code}"))
     if not os.WIFSIGNALED(wait_status):
-        return f"crashed:status{wait_status}"
+        return crashed(f"status{wait_status}")
     sig = os.WTERMSIG(wait_status)
     if sig != signal.SIGKILL:
-        return f"crashed:{_signal_name(sig)}"
+        return crashed(_signal_name(sig))
     if oom_kills_before is not None and oom_kills_after is not None and oom_kills_after > oom_kills_before:
-        return OOM_KERNEL
-    return {"shutdown": PREEMPTED_SHUTDOWN, "stall": STALLED}.get(killed_for or "", KILLED)
+        return Cause.OOM_KERNEL
+    return {"shutdown": Cause.PREEMPTED_SHUTDOWN, "stall": Cause.STALLED}.get(killed_for or "", Cause.KILLED)
 
 
 def _signal_name(sig: int) -> str:
@@ -89,15 +60,6 @@ def wait_evidence(wait_status: int, rusage: Any) -> dict[str, Any]:
     if rusage is not None:
         evidence["ru_maxrss"] = int(rusage.ru_maxrss) * 1024
     return evidence
-
-
-@dataclass(frozen=True)
-class Decision:
-    action: str  # "requeue" or "park"
-    queue: str = ""
-    reason: str = ""
-    rerouted: bool = False
-    delay: float = 0.0  # seconds before the requeued job may run again
 
 
 def backoff(deaths_in_a_row: int, base: float, cap: float, rng: random.Random | None = None) -> float:
@@ -124,7 +86,7 @@ def decide(death: Death, count: DeathCount, options: JobOptions, queue: str, bac
                                        f"last: {describe(death)}")
     # A preemption resumes at once (the worker stepped aside on purpose); a death waits a little, longer
     # each time it dies again without progress.
-    delay = 0.0 if death.cause.startswith("preempted:") else backoff(count.stuck, backoff_base, backoff_max)
+    delay = 0.0 if death.is_preemption else backoff(count.stuck, backoff_base, backoff_max)
     return Decision("requeue", queue, death.cause, delay=delay)
 
 
@@ -136,8 +98,8 @@ def peak_rss(evidence: dict[str, Any]) -> int:
 def memory_diagnosis(death: Death, count: DeathCount) -> str:
     ev = death.evidence
     peak = peak_rss(ev)
-    what = {PREEMPTED_MEMORY: "preempted for memory", OOM_KERNEL: "OOM-killed by the kernel",
-            OOM_SELF: "stopped at the critical memory line"}[death.cause]
+    what = {Cause.PREEMPTED_MEMORY: "preempted for memory", Cause.OOM_KERNEL: "OOM-killed by the kernel",
+            Cause.OOM_SELF: "stopped at the critical memory line"}[death.cause]
     return (f"{what} {count.memory_stuck} times at checkpoint {count.seq}, peak RSS {format_size(peak)} "
             f"of {format_size(ev.get('limit'))} limit ({ev.get('limit_source', 'unknown source')}): it cannot "
             "finish within this limit; give it more memory, smaller batches, or an on_oom_queue")
@@ -147,15 +109,15 @@ def describe(death: Death) -> str:
     """One plain sentence about a death, for people."""
     ev = death.evidence
     words = {
-        PREEMPTED_MEMORY: "stepped aside at a checkpoint because memory reached the hard line",
-        PREEMPTED_SHUTDOWN: "stepped aside because the worker was shutting down",
-        PREEMPTED_REDIS: "stepped aside because Redis stayed unreachable past the retries",
-        OOM_KERNEL: "killed by the kernel OOM killer",
-        OOM_SELF: "stopped by its governor at the critical memory line",
-        KILLED: "killed with SIGKILL (no OOM evidence)",
-        STALLED: "stopped by the worker: no checkpoint within the stall timeout (hung?)",
-        LOST: "lost: its worker stopped renewing the lease",
-        STALE: "superseded by a newer attempt",
+        Cause.PREEMPTED_MEMORY: "stepped aside at a checkpoint because memory reached the hard line",
+        Cause.PREEMPTED_SHUTDOWN: "stepped aside because the worker was shutting down",
+        Cause.PREEMPTED_REDIS: "stepped aside because Redis could not take its writes (unreachable, full or read-only)",
+        Cause.OOM_KERNEL: "killed by the kernel OOM killer",
+        Cause.OOM_SELF: "stopped by its governor at the critical memory line",
+        Cause.KILLED: "killed with SIGKILL (no OOM evidence)",
+        Cause.STALLED: "stopped by the worker: no checkpoint within the stall timeout (hung?)",
+        Cause.LOST: "lost: its worker stopped renewing the lease",
+        Cause.STALE: "superseded by a newer attempt",
     }.get(death.cause, f"crashed ({death.cause})")
     facts = []
     peak = peak_rss(ev)

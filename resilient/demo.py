@@ -15,7 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from .client import Client
 from .config import Settings
-from .deaths import Death, describe
+from .deaths import describe
+from .model import Death
 from .errors import ConfigError
 from .handle import JobHandle
 from .registry import import_job_modules, lookup

@@ -12,8 +12,9 @@ from typing import Any, Callable
 from .config import Settings, format_size
 from .errors import CgroupUnavailable
 from .memory import cgroup as cgroups
-from .memory.governor import LEVELS, Governor, Thresholds
+from .memory.governor import Governor
 from .memory.limits import Limit, discover_limit, usage_reader
+from .model import LEVELS, Level, Thresholds
 from .memory.probe import kernel_oom_line, read_pressure, read_rss
 
 log = logging.getLogger("resilient.memory")
@@ -81,7 +82,7 @@ class MemoryWatcher:
         """What counts against L right now (the group's anon memory, or this process's RSS)."""
         return self._read_usage()
 
-    def level(self) -> str:
+    def level(self) -> Level:
         """The level of the whole worker (parent + horse + siblings in its cgroup), PSI included."""
         self._watch.limit = self.refresh_limit()
         return self._watch.sample()
@@ -136,7 +137,7 @@ class MemoryWatcher:
             usage = read()
             governor = self.governor
             peak = max(usage, governor.peak if governor else 0)
-            level = LEVELS.index(governor.level) if governor else 0
+            level = governor.level.rank if governor else 0
             shared[:] = _SHARED.pack(usage, peak, level, time.time())
             return usage
 

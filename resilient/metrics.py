@@ -10,9 +10,10 @@ from typing import Any
 
 import redis
 
+from .model import Level
+
 _enabled = False
 _m: dict[str, Any] = {}
-LEVEL_NUMBERS = {"ok": 0, "soft": 1, "hard": 2, "critical": 3}
 
 
 def enable(port: int, connection: redis.Redis) -> None:
@@ -57,7 +58,7 @@ def memory(rss: int, limit: int, level: str) -> None:
     if _enabled:
         _m["rss"].set(rss)
         _m["limit"].set(limit)
-        _m["level"].set(LEVEL_NUMBERS.get(level, 0))
+        _m["level"].set(Level(level).rank)
 
 
 def checkpoint_age(seconds: float) -> None:

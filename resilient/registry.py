@@ -3,38 +3,16 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import ConfigError, UnknownJob
+from .model import JobOptions
 
 if TYPE_CHECKING:
     from .client import Client
     from .handle import JobHandle
 
 _REGISTRY: dict[str, "JobSpec"] = {}
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """How a job is run and retried; set once with @resilient.job(...)."""
-
-    queue: str = "default"
-    checkpoint_every: float = 5.0
-    max_attempts: int = 10
-    max_deaths_without_progress: int = 3
-    max_memory_deaths_at_same_checkpoint: int = 2
-    timeout: int = -1  # seconds; -1: no time limit (batch jobs are long)
-    on_oom_queue: str | None = None
-    soft: float | None = None  # per-job memory thresholds; None: the worker's
-    hard: float | None = None
-    critical: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.checkpoint_every < 0:
-            raise ConfigError("checkpoint_every must be >= 0 seconds")
-        if self.max_attempts < 1 or self.max_deaths_without_progress < 1:
-            raise ConfigError("max_attempts and max_deaths_without_progress must be at least 1")
 
 
 class JobSpec:

@@ -13,7 +13,8 @@ from rq.worker import Worker
 from . import keys
 from .codec import MsgpackSerializer
 from .config import Settings
-from .deaths import Death, describe
+from .deaths import describe
+from .model import Death
 from .memory_history import series
 from .store import Store
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -11,50 +10,13 @@ import redis
 from . import keys
 from .codec import decode, encode
 from .errors import CorruptCheckpoint
+from .model import Attempt, Checkpoint, Claim, DeathCount
 from .scripts import (BEGIN, CLAIM, DEATH, FINISH, PROMOTE, RELEASE, RENEW, REQUEUE, RESCUE, SAVE, SET_FIELDS,
                       STALE)
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One run of a job: the epoch fences every write it makes."""
-
-    job_id: str
-    epoch: int
-    attempt: int
-    last_death: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    seq: int
-    data: bytes
-    saved_at_ms: int
-
-
-@dataclass(frozen=True)
-class DeathCount:
-    stuck: int  # deaths since the checkpoint seq last advanced
-    memory_stuck: int  # memory deaths at the same seq
-    seq: int
-    attempt: int
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A lost attempt taken over by a reaper: requeued under a new epoch, or parked (`parked_reason`)."""
-
-    job_id: str
-    epoch: int
-    stuck: int
-    attempt: int
-    queue: str
-    seq: int
-    parked_reason: str
 
 
 class Store:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from . import report
 from .client import Client
+from .model import DEFAULT_THRESHOLDS
 from .views import memory_text
 
 BAR = 20
@@ -31,7 +32,8 @@ class Rates:
         return max(0.0, (value - previous[1]) / (now - previous[0]))
 
 
-def memory_bar(rss: int | None, limit: int | None, soft: float = 0.70, hard: float = 0.85) -> str:
+def memory_bar(rss: int | None, limit: int | None, soft: float = DEFAULT_THRESHOLDS.soft,
+               hard: float = DEFAULT_THRESHOLDS.hard) -> str:
     """[█████░░░░░░░░|░░|░░░] with the soft and hard lines marked '|'."""
     if not rss or not limit:
         return "-"
@@ -58,7 +60,7 @@ def render(data: dict[str, Any], rates: Rates, now: float) -> Group:
     workers = Table("worker", "host", "pid", "memory vs limit (| soft, hard)", "level", "job", title="Workers",
                     title_justify="left")
     for w in data["workers"]:
-        workers.add_row(w["name"][:12], w["hostname"], str(w["pid"]), f"{memory_bar(w['rss'], w['limit'], w['soft'] or 0.70, w['hard'] or 0.85)} "
+        workers.add_row(w["name"][:12], w["hostname"], str(w["pid"]), f"{memory_bar(w['rss'], w['limit'], w['soft'] or DEFAULT_THRESHOLDS.soft, w['hard'] or DEFAULT_THRESHOLDS.hard)} "
                         f"{memory_text(w)}", w["level"] or "-", (w["current_job"] or "-")[:12])
     jobs = Table("job", "name", "attempt", "progress", "items/s", "ETA", "checkpoint age", title="Running jobs",
                  title_justify="left")

@@ -25,14 +25,14 @@ from .codec import MsgpackSerializer, encode_state
 from .config import Settings, format_size
 from .connection import REDIS_AWAY
 from .context import Context
-from .deaths import Death, Decision
 from .errors import CorruptCheckpoint, Preempted, StaleAttempt, UnknownJob
 from .memory_history import MemoryHistory
 from .memory_watch import MemoryWatcher
 from .procs import die_with_parent
 from .registry import JobSpec, lookup
 from .rqjob import ResilientJob
-from .store import Attempt, Store, now_ms
+from .model import Attempt, Cause, Death, Decision, Level
+from .store import Store, now_ms
 
 log = logging.getLogger("resilient.worker")
 OUR_BEAT_INTERVAL = 1.0  # seconds between two of our heartbeat extras
@@ -292,13 +292,13 @@ class ResilientWorker(Worker):
         evidence.update(self.memory.evidence(before, after, fields, job_pid=pid, killed=killed))
         evidence.update(done=int(fields.get("done", 0)), checkpoint_done=int(fields.get("ckpt_done", 0)))
         evidence.update(cause=cause, attempt=attempt.attempt, worker=self.name, host=self.host)
-        if cause == deaths.STALLED:
+        if cause == Cause.STALLED:
             evidence.update(checkpoint_age=self._stalled_for, stall_timeout=self.settings.stall_timeout)
         death = Death(cause, evidence)
         log.warning("job %s attempt %d: %s", job.id, attempt.attempt, deaths.describe(death))
         metrics.death(cause, evidence["done"] - evidence["checkpoint_done"])
         metrics.process_exited(pid)
-        if cause == deaths.STALE:
+        if cause == Cause.STALE:
             return death, None
         count = self.store.record_death(attempt, cause, evidence, death.counts_toward_cap, death.is_memory)
         if count is None:
@@ -350,7 +350,7 @@ class ResilientWorker(Worker):
             # From here to prepare_execution a SIGTERM must not strand the job (request_stop). The few
             # bytecodes inside RQ between its BLMOVE and this line stay open: the reaper rescues what they strand.
             self._job_in_hand = result is not None
-            if result is None or self.memory.level() == "ok":
+            if result is None or self.memory.level() == Level.OK:
                 return result
             self._hand_back(*result)  # pressure arrived while we were blocked
             self._job_in_hand = False
@@ -365,11 +365,11 @@ class ResilientWorker(Worker):
 
     def _wait_out_pressure(self) -> None:
         level = self.memory.level()
-        if level == "ok":
+        if level == Level.OK:
             return
         log.warning("memory %s (%s of %s): taking no new job until it drops", level,
                     format_size(self.memory.usage()), format_size(self.memory.limit.bytes))
-        while level != "ok" and not self._stop_requested:
+        while level != Level.OK and not self._stop_requested:
             self.pressure_waits += 1
             self._our_beat_at = float("-inf")  # publish pressure_waits at once
             self.heartbeat()

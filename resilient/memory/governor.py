@@ -14,28 +14,17 @@ import gc
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
+from ..model import Level, Thresholds
 from .limits import Limit
 from .probe import Pressure
 
 log = logging.getLogger(__name__)
 
-LEVELS = ("ok", "soft", "hard", "critical")
 RELIEF_INTERVAL = 1.0  # seconds between two gc.collect() + malloc_trim() runs at most
 FAST_RISE = 0.05  # a rise of this fraction of L between two samples switches to the fast interval
 PSI_REFRESH = 0.5  # seconds: the kernel recomputes PSI averages only every 2 s, rereading sooner is waste
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Fractions of L where each level starts, and the PSI some-avg10 (%) that counts as pressure."""
-
-    soft: float = 0.70
-    hard: float = 0.85
-    critical: float = 0.95
-    psi_some_avg10: float = 10.0
 
 
 class Governor:
@@ -66,7 +55,7 @@ class Governor:
         self._read_psi = read_psi
         self._on_critical = on_critical
         self._clock = clock
-        self._level = "ok"
+        self._level = Level.OK
         self._critical_reported = False
         self._last_relief: float | None = None
         self._psi_read_at: float | None = None
@@ -75,14 +64,14 @@ class Governor:
         self._thread: threading.Thread | None = None
 
     @property
-    def level(self) -> str:
+    def level(self) -> Level:
         return self._level
 
     @property
     def fraction(self) -> float:
         return self.usage / self.limit.bytes
 
-    def sample(self) -> str:
+    def sample(self) -> Level:
         """Take one measurement, update usage/peak/psi/level, report critical (once); return the level."""
         usage = self._read_usage()
         self.usage = usage
@@ -92,18 +81,18 @@ class Governor:
         self._level = self.classify(usage, self.psi)
         self.samples += 1
         self.sampled_at = self._clock()
-        if self._level == "critical" and self._on_critical is not None and self._claim_critical():
+        if self._level == Level.CRITICAL and self._on_critical is not None and self._claim_critical():
             self._on_critical(usage)
         return self._level
 
-    def classify(self, usage: int, psi: Pressure | None) -> str:
+    def classify(self, usage: int, psi: Pressure | None) -> Level:
         """The level for this usage and PSI reading: PSI stalls alone make it at least soft."""
         fraction = usage / self.limit.bytes
         marks = self.thresholds
-        lines = (("critical", marks.critical), ("hard", marks.hard), ("soft", marks.soft))
-        level = next((name for name, line in lines if fraction >= line), "ok")
-        if level == "ok" and psi is not None and psi.some_avg10 > self.thresholds.psi_some_avg10:
-            return "soft"
+        lines = ((Level.CRITICAL, marks.critical), (Level.HARD, marks.hard), (Level.SOFT, marks.soft))
+        level = next((name for name, line in lines if fraction >= line), Level.OK)
+        if level == Level.OK and psi is not None and psi.some_avg10 > self.thresholds.psi_some_avg10:
+            return Level.SOFT
         return level
 
     def _claim_critical(self) -> bool:
@@ -118,9 +107,9 @@ class Governor:
         self._psi_read_at = now
         return True
 
-    def next_interval(self, level: str, rise: int) -> float:
+    def next_interval(self, level: Level, rise: int) -> float:
         """How long to wait before the next sample: fast from soft up or while usage climbs steeply."""
-        if level != "ok" or rise > FAST_RISE * self.limit.bytes:
+        if level != Level.OK or rise > FAST_RISE * self.limit.bytes:
             return self.fast_interval
         return self.interval
 
@@ -160,16 +149,16 @@ class Governor:
         # The thread remembers the level it last saw itself: ctx.save() also samples, from the job's thread.
         # Its first sample waits one interval: the first ctx.save() samples at once anyway, and a job that
         # ends within the interval costs nothing.
-        delay, seen = self.interval, "ok"
+        delay, seen = self.interval, Level.OK
         while not self._stopping.wait(delay):
             delay, seen = self._step(seen)
 
-    def _step(self, seen: str) -> tuple[float, str]:
+    def _step(self, seen: Level) -> tuple[float, Level]:
         """One sample and the relief a rise calls for; returns the next delay and the level. Never raises."""
         previous_usage = self.usage
         try:
             level = self.sample()
-            if LEVELS.index(level) > LEVELS.index(seen):
+            if level.rank > seen.rank:
                 self.relieve()
             return self.next_interval(level, self.usage - previous_usage), level
         except Exception:
