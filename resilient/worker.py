@@ -378,6 +378,13 @@ class ResilientWorker(Worker):
         log.info("memory pressure gone: taking jobs again")
         self.heartbeat()
 
+    def run_maintenance_tasks(self) -> None:
+        """RQ's registry clean-up writes; when Redis cannot take writes it waits for the next round."""
+        try:
+            super().run_maintenance_tasks()
+        except REDIS_AWAY as exc:
+            log.warning("registry clean-up skipped: %s", _redis_trouble(exc))
+
     @property
     def dequeue_timeout(self) -> int:
         """Wake up every second while idle: to heartbeat, watch memory and release delayed retries."""
