@@ -96,9 +96,9 @@ def test_supervisor_started_before_redis_waits_for_it(own_server, tmp_path, monk
     try:
         _wait_live_not_ready(supervisor, own_server.url, health_dir)
         ensure_server(own_server.data_dir)
-        wait_until(lambda: _health("--ready", own_server.url, health_dir).returncode == 0, what="ready")
-        ready = _health("--ready", own_server.url, health_dir)
-        assert "1 local worker(s) registered" in ready.stdout
+        # the supervisor alone is ready first; it starts its worker once it has reached Redis
+        wait_until(lambda: "1 local worker(s) registered" in _health("--ready", own_server.url, health_dir).stdout,
+                   what="ready with its worker")
     finally:
         supervisor.terminate()
         assert supervisor.wait(30) == 0
