@@ -65,6 +65,13 @@ class ResilientWorker(Worker):
         self._last_wait_status: int | None = None
         self._burst = burst  # a burst worker retries at once: it must not exit leaving delayed jobs behind
         self._our_beat_at = float("-inf")
+        self._drained = False
+
+    @property
+    def ended_cleanly(self) -> bool:
+        """The work loop ended because it was asked to (a signal) or ran out of work (burst). RQ ends it just
+        as quietly after an unhandled exception, which must not look like a clean stop to a supervisor."""
+        return self._drained or self._shutdown_requested_date is not None
 
     # --- parent: one attempt --------------------------------------------------------------------
     def execute_job(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
@@ -276,7 +283,10 @@ class ResilientWorker(Worker):
         while True:
             self._wait_out_pressure()
             result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-            if result is None or self.memory.level() == "ok":
+            if result is None:
+                self._drained = True
+                return None
+            if self.memory.level() == "ok":
                 return result
             job, queue = result  # pressure arrived while we were blocked: hand the job back untouched
             with self.connection.pipeline() as pipe:

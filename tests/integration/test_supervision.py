@@ -136,3 +136,11 @@ def _worker_pids(redis_client) -> set[int]:
     """PIDs of live workers that publish a status (dead ones linger until their key expires)."""
     pids = {int(redis_client.hget(key, "pid") or 0) for key in redis_client.scan_iter("resilient:worker:*")}
     return {pid for pid in pids if pid and _alive(pid)}
+
+
+def test_unhandled_error_ends_the_worker_with_a_failure_code(start_worker, redis_client):
+    """An error the worker cannot handle (its queue key holds a string) ends it with a non-zero exit code,
+    so a supervisor sees a crash, not a clean stop."""
+    redis_client.set("rq:queue:tests", "not a list")
+    worker = start_worker()
+    assert worker.proc.wait(timeout=30) != 0
