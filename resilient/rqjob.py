@@ -39,6 +39,11 @@ def rq_queue(name: str, connection: redis.Redis) -> Queue:
     return Queue(name, connection=connection, serializer=MsgpackSerializer, job_class=ResilientJob)
 
 
+def rq_keys(job_id: str, queue: Queue) -> list[str]:
+    """RQ's keys for a refused entry of `job_id` on `queue`: its intermediate list, job hash, failed registry."""
+    return [queue.intermediate_queue_key, ResilientJob.key_for(job_id), queue.failed_job_registry.key]
+
+
 def fetch_rq_job(job_id: str, connection: redis.Redis) -> ResilientJob | None:
     try:
         return ResilientJob.fetch(job_id, connection=connection, serializer=MsgpackSerializer)

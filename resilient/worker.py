@@ -30,7 +30,7 @@ from .memory_history import MemoryHistory
 from .memory_watch import MemoryWatcher
 from .procs import die_with_parent
 from .registry import JobSpec, lookup
-from .rqjob import ResilientJob
+from .rqjob import ResilientJob, rq_keys
 from .store import Attempt, Store
 
 log = logging.getLogger("resilient.worker")
@@ -112,11 +112,10 @@ class ResilientWorker(Worker):
         try:
             return lookup(job.func_name)
         except DeserializationError:
-            reason = "payload is not msgpack (pickle or corrupt); refused, nothing executed"
+            reason = "payload is not msgpack (pickle or corrupt); nothing executed"
         except UnknownJob as exc:
             reason = f"{exc}; nothing executed"
-        log.error("job %s refused: %s", job.id, reason)
-        self._fail_in_rq(job, queue, f"refused: {reason}")
+        self._refuse(job.id, queue, reason)
         return None
 
     def _not_startable(self, job: ResilientJob, queue: Queue, verdict: str, attempt: Attempt | str) -> None:
@@ -125,14 +124,21 @@ class ResilientWorker(Worker):
             self.store.park(attempt, reason)
             self._fail_in_rq(job, queue, f"parked: {reason}")
         elif verdict == "MISSING":
-            self._fail_in_rq(job, queue, "refused: not enqueued through resilient (no job record)")
+            self._refuse(job.id, queue, "not enqueued through resilient (no job record)")
         else:
             log.info("job %s is already %s; dropping a stale queue entry", job.id, attempt)
+            self.connection.lrem(queue.intermediate_queue_key, 1, job.id)
+
+    def _refuse(self, job_id: str, queue: Queue, reason: str) -> None:
+        """Nothing runs; the entry leaves RQ's lists for good, and a job waiting to run fails with the reason."""
+        log.error("job %s refused: %s", job_id, reason)
+        self.store.refuse(job_id, f"refused: {reason}", rq_keys(job_id, queue), self.settings.result_ttl)
 
     def _fail_in_rq(self, job: ResilientJob, queue: Queue, reason: str) -> None:
         with self.connection.pipeline() as pipe:
             job.set_status(JobStatus.FAILED, pipeline=pipe)
             queue.failed_job_registry.add(job, ttl=self.settings.result_ttl, exc_string=reason, pipeline=pipe)
+            pipe.lrem(queue.intermediate_queue_key, 1, job.id)  # still there when the horse never started
             pipe.execute()
 
     # --- horse ----------------------------------------------------------------------------------

@@ -1,13 +1,16 @@
 """Queue entries a worker must not trust (someone with write access to Redis wrote them): nothing outside
-@resilient.job runs."""
+@resilient.job runs, and no refused entry loops."""
 
 from __future__ import annotations
 
 import json
+import pickle
 import select
 import socket
 import uuid
+import zlib
 
+import msgpack
 import pytest
 from rq.command import send_stop_job_command
 
@@ -16,6 +19,8 @@ from conftest import wait_until
 from resilient import JobFailed, JobHandle
 from resilient.codec import MsgpackSerializer
 from resilient.rqjob import rq_queue
+
+MiB = 1024 * 1024
 
 
 def _canary(client, redis_url) -> None:
@@ -78,3 +83,24 @@ def test_webhooks_on_the_rq_record_are_never_sent(client, start_worker, redis_ur
         assert readable == [], "the worker connected to the webhook URL"
     finally:
         listener.close()
+
+
+_REFUSED_PAYLOADS = {
+    "pickle": pickle.dumps(("os.system", None, ("true",), {})),
+    "unknown": zlib.compress(msgpack.packb(["os.system", None, ["true"], {}])),
+    "garbage": b"\xc1\xc1 not msgpack",
+}
+
+
+@pytest.mark.parametrize("payload", sorted(_REFUSED_PAYLOADS))
+def test_refused_entry_fails_its_job_at_once(client, start_worker, redis_url, redis_client, payload):
+    """A job whose payload is refused fails with the reason (result() raises at once, no waiting forever),
+    and its entry leaves RQ's intermediate list, so no reaper puts it back."""
+    handle = _tampered(client, testjobs.side_effect, (redis_url, "k"), data=_REFUSED_PAYLOADS[payload])
+    start_worker("-q", "tests")  # one queue: RQ moves entries through its intermediate list
+    with pytest.raises(JobFailed, match="refused: ") as failed:
+        handle.result(timeout=30)
+    assert "\n" not in str(failed.value)
+    assert redis_client.lrange("rq:queue:tests:intermediate", 0, -1) == []
+    assert rq_queue("tests", redis_client).failed_job_registry.get_job_ids() == [handle.id]
+    assert redis_client.llen("k") == 0
