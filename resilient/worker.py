@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import Any
 
 import redis
-from rq.exceptions import DeserializationError
 from rq.executions import Execution
 from rq.job import JobStatus
 from rq.queue import Queue
@@ -25,11 +24,11 @@ from .codec import MsgpackSerializer, encode_state
 from .config import Settings, format_size
 from .context import Context
 from .deaths import Death, Decision
-from .errors import CorruptCheckpoint, Preempted, StaleAttempt, UnknownJob
+from .errors import BadQueueEntry, CorruptCheckpoint, Preempted, StaleAttempt, UnknownJob
 from .memory_history import MemoryHistory
 from .memory_watch import MemoryWatcher
 from .procs import die_with_parent
-from .registry import JobSpec, lookup
+from .registry import JobSpec
 from .rqjob import ResilientJob, rq_keys
 from .store import Attempt, Store
 
@@ -110,12 +109,9 @@ class ResilientWorker(Worker):
     def _allowed_spec(self, job: ResilientJob, queue: Queue) -> JobSpec | None:
         """The registered spec, or refuse the entry (unknown function, pickle or garbage payload)."""
         try:
-            return lookup(job.func_name)
-        except DeserializationError:
-            reason = "payload is not msgpack (pickle or corrupt); nothing executed"
-        except UnknownJob as exc:
-            reason = f"{exc}; nothing executed"
-        self._refuse(job.id, queue, reason)
+            return job.spec()
+        except (BadQueueEntry, UnknownJob) as exc:
+            self._refuse(job.id, queue, f"{exc}; nothing executed")
         return None
 
     def _not_startable(self, job: ResilientJob, queue: Queue, verdict: str, attempt: Attempt | str) -> None:
@@ -288,7 +284,11 @@ class ResilientWorker(Worker):
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         while True:
             self._wait_out_pressure()
-            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            try:
+                result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except BadQueueEntry as exc:  # one malformed record fails that job, not the worker
+                self._refuse(exc.job_id, exc.queue, str(exc))
+                continue
             if result is None:
                 self._drained = True
                 return None

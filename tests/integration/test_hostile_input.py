@@ -1,5 +1,5 @@
 """Queue entries a worker must not trust (someone with write access to Redis wrote them): nothing outside
-@resilient.job runs, and no refused entry loops."""
+@resilient.job runs, no refused entry loops, the worker parent stays small and keeps running."""
 
 from __future__ import annotations
 
@@ -83,6 +83,61 @@ def test_webhooks_on_the_rq_record_are_never_sent(client, start_worker, redis_ur
         assert readable == [], "the worker connected to the webhook URL"
     finally:
         listener.close()
+
+
+def _peak_rss(pid: int) -> int:
+    """The process's peak resident set (VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def _zlib_bomb(size: int) -> bytes:
+    """`size` zero bytes, zlib-compressed (about a thousandth of that), made without holding them all."""
+    compressor = zlib.compressobj(9)
+    chunk = bytes(MiB)
+    return b"".join(compressor.compress(chunk) for _ in range(size // MiB)) + compressor.flush()
+
+
+def _empty_lists(count: int) -> bytes:
+    """msgpack of a list of `count` empty lists: 1 byte each encoded, about 70 bytes each decoded."""
+    return b"\xdd" + count.to_bytes(4, "big") + b"\x90" * count
+
+
+@pytest.mark.parametrize("bomb", ["zlib", "arguments", "meta"])
+def test_hostile_payload_does_not_grow_the_worker(client, start_worker, redis_url, redis_client, bomb):
+    """A zlib bomb, or a payload that decodes to a GB of small objects, is dealt with by the worker parent
+    without its peak RSS growing by more than a few tens of MB."""
+    worker = start_worker()
+    _canary(client, redis_url)  # every code path of a job has run once in the parent
+    before = _peak_rss(worker.pid)
+    if bomb == "zlib":
+        hostile = {"data": _zlib_bomb(256 * MiB)}
+    elif bomb == "arguments":
+        call = b"\x94" + msgpack.packb("os.system") + b"\xc0" + _empty_lists(8 * MiB) + b"\x80"
+        hostile = {"data": zlib.compress(call)}
+    else:
+        hostile = {"meta": _empty_lists(8 * MiB)}
+    handle = _tampered(client, testjobs.side_effect, (redis_url, "k"), **hostile)
+    _canary(client, redis_url)
+    grown = _peak_rss(worker.pid) - before
+    assert grown < 48 * MiB, f"worker peak RSS grew by {grown / MiB:.0f} MiB"
+    if bomb != "meta":
+        with pytest.raises(JobFailed, match="refused: "):
+            handle.result(timeout=5)
+
+
+@pytest.mark.parametrize(("field", "value"), [("status", "bogus"), ("result_ttl", "abc")])
+def test_malformed_rq_record_fails_that_job_only(client, start_worker, redis_url, redis_client, field, value):
+    """One bad field in an RQ record: that job fails, refused with the reason; the worker keeps running."""
+    handle = _tampered(client, testjobs.side_effect, (redis_url, "k"), **{field: value})
+    worker = start_worker("-q", "tests")  # one queue: RQ moves entries through its intermediate list
+    with pytest.raises(JobFailed, match=f"refused: its RQ record is malformed.*{value}"):
+        handle.result(timeout=30)
+    _canary(client, redis_url)
+    assert worker.proc.poll() is None
+    assert redis_client.lrange("rq:queue:tests:intermediate", 0, -1) == []
+    assert redis_client.llen("k") == 0
 
 
 _REFUSED_PAYLOADS = {
