@@ -7,7 +7,9 @@ import uuid
 from typing import Any
 
 import redis
+from rq.job import validate_job_id
 
+from . import keys
 from .codec import encode_state
 from .config import Settings
 from .errors import ConfigError
@@ -41,19 +43,28 @@ class Client:
 
     def enqueue(self, spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any],
                 job_id: str | None = None) -> JobHandle:
-        """Queue one run of `spec`; arguments must be msgpack-able (CheckpointError names the bad one)."""
+        """Queue one run of `spec`; arguments must be msgpack-able (CheckpointError names the bad one).
+        ConfigError for an id RQ would refuse or one already used (then nothing is written)."""
         encode_state(list(args), self.settings.max_checkpoint_bytes, what="args")
         encode_state(kwargs, self.settings.max_checkpoint_bytes, what="kwargs")
-        job_id = job_id or uuid.uuid4().hex
-        if self.store.job_fields(job_id):
-            raise ConfigError(f"job id {job_id!r} is already used; pick another (or `resilient requeue` it)")
+        job_id = uuid.uuid4().hex if job_id is None else _checked_id(job_id)
         options = spec.options
-        self.store.create_job(job_id, spec.name, options.queue, options.max_attempts,
-                              options.max_deaths_without_progress)
-        rq_queue(options.queue, self.connection).enqueue_call(
-            func=spec.name, args=args, kwargs=kwargs, job_id=job_id, timeout=options.timeout,
-            result_ttl=self.settings.result_ttl, failure_ttl=self.settings.result_ttl,
-        )
+        queue = rq_queue(options.queue, self.connection)
+        rq_job = queue.create_job(spec.name, args=args, kwargs=kwargs, job_id=job_id, timeout=options.timeout,
+                                  result_ttl=self.settings.result_ttl, failure_ttl=self.settings.result_ttl)
+        taken = ConfigError(f"job id {job_id!r} is already used; pick another (or `resilient requeue` it)")
+        try:
+            with self.connection.pipeline() as pipe:
+                pipe.watch(keys.job(job_id), rq_job.key)  # another enqueue of this id, even now, writes nothing
+                if pipe.exists(keys.job(job_id), rq_job.key):
+                    raise taken
+                pipe.multi()
+                self.store.create_job(job_id, spec.name, options.queue, options.max_attempts,
+                                      options.max_deaths_without_progress, pipeline=pipe)
+                queue.enqueue_job(rq_job, pipeline=pipe)
+                pipe.execute()
+        except redis.WatchError:
+            raise taken from None
         return JobHandle(job_id, self.store)
 
     def handle(self, job_id: str) -> JobHandle:
@@ -73,3 +84,11 @@ def set_default_client(client: Client | None) -> None:
     global _default
     with _default_lock:
         _default = client
+
+
+def _checked_id(job_id: str) -> str:
+    try:
+        validate_job_id(job_id)
+    except (TypeError, ValueError):
+        raise ConfigError(f"job id {job_id!r} is invalid: use only letters, digits, '_' and '-'") from None
+    return job_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zlib
 from typing import Any
 
 import msgpack
@@ -44,6 +46,36 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, key: str = "") -> An
         raise CorruptCheckpoint(f"record is {format_size(len(data))}, above the {format_size(max_bytes)} cap", key)
     try:  # unpackb sets its length limits from len(data), which the check above bounds
         return msgpack.unpackb(data, raw=False, strict_map_key=False, timestamp=0, object_pairs_hook=_map)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise CorruptCheckpoint(f"not valid msgpack ({type(exc).__name__}: {exc})", key) from None
+
+
+def inflate(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, key: str = "") -> bytes:
+    """zlib-inflate `data`, stopping past `max_bytes` (a 400 KB bomb would be 400 MB): CorruptCheckpoint
+    then. Data that is not zlib is returned as it is, as RQ does."""
+    inflater = zlib.decompressobj()
+    try:
+        inflated = inflater.decompress(data, max_bytes + 1)
+    except zlib.error:
+        return data
+    if len(inflated) > max_bytes:
+        raise CorruptCheckpoint(f"record inflates to more than the {format_size(max_bytes)} cap", key)
+    return inflated if inflater.eof else data  # a truncated stream: RQ, too, takes the bytes as they are
+
+
+_STR_MARKERS = {*range(0xA0, 0xC0), 0xD9, 0xDA, 0xDB}  # msgpack fixstr, str 8, str 16, str 32
+
+
+def read_head(data: bytes, length: int, max_str: int = 1024, key: str = "") -> str:
+    """The first item of `data`, a msgpack array of `length` items, when that item is a string; the rest is
+    not decoded (a few MB of arguments can decode to GBs of objects). CorruptCheckpoint otherwise."""
+    unpacker = msgpack.Unpacker(io.BytesIO(data), raw=False, max_str_len=max_str)
+    try:
+        if unpacker.read_array_header() != length:
+            raise ValueError(f"not an array of {length} items")
+        if data[unpacker.tell()] not in _STR_MARKERS:
+            raise ValueError("its first item is not a string")
+        return str(unpacker.unpack())
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise CorruptCheckpoint(f"not valid msgpack ({type(exc).__name__}: {exc})", key) from None
 

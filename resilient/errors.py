@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ResilientError(Exception):
     """Base class of every error raised by resilient."""
@@ -46,6 +48,18 @@ class UnknownJob(ResilientError):
     def __init__(self, name: str) -> None:
         super().__init__(f"{name!r} is not a registered @resilient.job; refusing to run it")
         self.name = name
+
+
+class BadQueueEntry(ResilientError):
+    """A queue entry the worker refuses as it stands: a malformed RQ record, or a payload that is not
+    msgpack, too big, or not shaped like a call."""
+
+    queue: Any = None  # RQ's dequeue attaches the Queue to an error raised while fetching the job
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.job_id = job_id
+        self.reason = reason
 
 
 class JobFailed(ResilientError):

@@ -56,6 +56,9 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
     finally:
         memory.close()
         forget("worker")
+    if not worker.ended_cleanly:
+        log.error("worker %s stopped on an unexpected error (logged above); exit code 1", worker.name)
+        return 1
     return 0
 
 

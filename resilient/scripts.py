@@ -148,6 +148,26 @@ push_back(ARGV[1], ARGV[2], 0, 0)
 return 1
 """
 
+# A queue entry the worker refuses (payload, record or function not acceptable). It leaves RQ's intermediate
+# list; a job still waiting to run fails with the reason, in our hash and in RQ's; a job another attempt
+# owns keeps its state, only this entry goes. KEYS: job, events, RQ intermediate list, RQ job hash, RQ failed
+# registry. ARGV: job id, reason, now ms, events cap, RQ failed-registry score (s), RQ record ttl (s).
+REFUSE = """
+redis.call('LREM', KEYS[3], 1, ARGV[1])
+local status = redis.call('HGET', KEYS[1], 'status')
+if status and status ~= 'queued' then return status end
+if status then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2], 'finished_at', ARGV[3])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'failed', 'at', ARGV[3], 'error', ARGV[2])
+end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('HSET', KEYS[4], 'status', 'failed', 'exc_info', ARGV[2])
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
+  redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1])
+end
+return 'REFUSED'
+"""
+
 # ARGV: epoch, ttl ms, job id. XX: a finished attempt's lease is gone and must stay gone. Returns when the
 # attempt last made a checkpoint (ms; its start when it has made none yet), for the stall watchdog.
 RENEW = _FENCE + _SERVER_MS + """

@@ -11,8 +11,8 @@ from . import keys
 from .codec import decode, encode
 from .errors import CorruptCheckpoint
 from .model import Attempt, Checkpoint, Claim, DeathCount
-from .scripts import (BEGIN, CLAIM, DEATH, FINISH, PROMOTE, RELEASE, RENEW, REQUEUE, RESCUE, SAVE, SET_FIELDS,
-                      STALE)
+from .scripts import (BEGIN, CLAIM, DEATH, FINISH, PROMOTE, REFUSE, RELEASE, RENEW, REQUEUE, RESCUE, SAVE,
+                      SET_FIELDS, STALE)
 
 
 def now_ms() -> int:
@@ -39,6 +39,7 @@ class Store:
         self._claim = connection.register_script(CLAIM)
         self._promote = connection.register_script(PROMOTE)
         self._rescue = connection.register_script(RESCUE)
+        self._refuse = connection.register_script(REFUSE)
 
     # --- enqueue side -------------------------------------------------------------------------
     def create_job(self, job_id: str, name: str, queue: str, max_attempts: int, max_stuck: int = 3,
@@ -153,6 +154,14 @@ class Store:
 
     def rescue_stranded(self, job_id: str, queue: str) -> bool:
         return bool(self._rescue(args=[job_id, queue]))
+
+    def refuse(self, job_id: str, reason: str, rq_keys: list[str], rq_ttl: int) -> str:
+        """Drop a refused queue entry; fail its job (ours and RQ's record) if it was waiting to run.
+        'REFUSED', or the status of a job another attempt owns (left as it is)."""
+        at = now_ms()
+        reply = self._refuse(keys=[keys.job(job_id), keys.events(job_id), *rq_keys],
+                             args=[job_id, reason, at, self.event_history, at // 1000 + rq_ttl, rq_ttl])
+        return _text(reply)
 
     def renew_lease(self, attempt: Attempt) -> int | None:
         """Push the attempt's lease deadline to now + lease_ttl; returns when the attempt last made a

@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import Any, Callable, TypeVar
 
 import redis
-from rq.exceptions import DeserializationError
 from rq.executions import Execution
 from rq.job import JobStatus
 from rq.queue import Queue
@@ -25,13 +24,13 @@ from .codec import MsgpackSerializer, encode_state
 from .config import Settings, format_size
 from .connection import REDIS_AWAY
 from .context import Context
-from .errors import CorruptCheckpoint, Preempted, StaleAttempt, UnknownJob
+from .errors import BadQueueEntry, CorruptCheckpoint, Preempted, StaleAttempt, UnknownJob
 from .memory_history import MemoryHistory
 from .memory_watch import MemoryWatcher
-from .procs import die_with_parent
-from .registry import JobSpec, lookup
-from .rqjob import ResilientJob
 from .model import Attempt, Cause, Death, Decision, Level
+from .procs import die_with_parent
+from .registry import JobSpec
+from .rqjob import ResilientJob, rq_keys
 from .store import Store, now_ms
 
 log = logging.getLogger("resilient.worker")
@@ -71,6 +70,13 @@ class ResilientWorker(Worker):
         self._our_beat_at = float("-inf")
         self._stalled_for = 0.0  # seconds without a checkpoint when the stall watchdog stopped the horse
         self._job_in_hand = False  # between taking a job off its queue and RQ counting this worker busy
+        self._drained = False
+
+    @property
+    def ended_cleanly(self) -> bool:
+        """The work loop ended because it was asked to (a signal) or ran out of work (burst). RQ ends it just
+        as quietly after an unhandled exception, which must not look like a clean stop to a supervisor."""
+        return self._drained or self._shutdown_requested_date is not None
 
     # --- parent: one attempt --------------------------------------------------------------------
     def execute_job(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
@@ -134,13 +140,9 @@ class ResilientWorker(Worker):
     def _allowed_spec(self, job: ResilientJob, queue: Queue) -> JobSpec | None:
         """The registered spec, or refuse the entry (unknown function, pickle or garbage payload)."""
         try:
-            return lookup(job.func_name)
-        except DeserializationError:
-            reason = "payload is not msgpack (pickle or corrupt); refused, nothing executed"
-        except UnknownJob as exc:
-            reason = f"{exc}; nothing executed"
-        log.error("job %s refused: %s", job.id, reason)
-        self._fail_in_rq(job, queue, f"refused: {reason}")
+            return job.spec()
+        except (BadQueueEntry, UnknownJob) as exc:
+            self._refuse(job.id, queue, f"{exc}; nothing executed")
         return None
 
     def _not_startable(self, job: ResilientJob, queue: Queue, verdict: str, attempt: Attempt | str) -> None:
@@ -149,14 +151,21 @@ class ResilientWorker(Worker):
             self.store.park(attempt, reason)
             self._fail_in_rq(job, queue, f"parked: {reason}")
         elif verdict == "MISSING":
-            self._fail_in_rq(job, queue, "refused: not enqueued through resilient (no job record)")
+            self._refuse(job.id, queue, "not enqueued through resilient (no job record)")
         else:
             log.info("job %s is already %s; dropping a stale queue entry", job.id, attempt)
+            self.connection.lrem(queue.intermediate_queue_key, 1, job.id)
+
+    def _refuse(self, job_id: str, queue: Queue, reason: str) -> None:
+        """Nothing runs; the entry leaves RQ's lists for good, and a job waiting to run fails with the reason."""
+        log.error("job %s refused: %s", job_id, reason)
+        self.store.refuse(job_id, f"refused: {reason}", rq_keys(job_id, queue), self.settings.result_ttl)
 
     def _fail_in_rq(self, job: ResilientJob, queue: Queue, reason: str) -> None:
         with self.connection.pipeline() as pipe:
             job.set_status(JobStatus.FAILED, pipeline=pipe)
             queue.failed_job_registry.add(job, ttl=self.settings.result_ttl, exc_string=reason, pipeline=pipe)
+            pipe.lrem(queue.intermediate_queue_key, 1, job.id)  # still there when the horse never started
             pipe.execute()
 
     # --- horse ----------------------------------------------------------------------------------
@@ -345,12 +354,20 @@ class ResilientWorker(Worker):
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         while not self._stop_requested:  # (a stop noted while a job was in hand, see request_stop)
             self._wait_out_pressure()
-            result = self._despite_redis_away(
-                "take a job", lambda: super(ResilientWorker, self).dequeue_job_and_maintain_ttl(timeout, max_idle_time))
+            try:
+                result = self._despite_redis_away(
+                    "take a job",
+                    lambda: super(ResilientWorker, self).dequeue_job_and_maintain_ttl(timeout, max_idle_time))
+            except BadQueueEntry as exc:  # one malformed record fails that job, not the worker
+                self._refuse(exc.job_id, exc.queue, str(exc))
+                continue
+            if result is None:
+                self._drained = True
+                return None
             # From here to prepare_execution a SIGTERM must not strand the job (request_stop). The few
             # bytecodes inside RQ between its BLMOVE and this line stay open: the reaper rescues what they strand.
-            self._job_in_hand = result is not None
-            if result is None or self.memory.level() == Level.OK:
+            self._job_in_hand = True
+            if self.memory.level() == Level.OK:
                 return result
             self._hand_back(*result)  # pressure arrived while we were blocked
             self._job_in_hand = False

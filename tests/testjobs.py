@@ -53,6 +53,11 @@ def side_effect(ctx: resilient.Context, url: str, key: str) -> str:
     return "ran"
 
 
+def record_callback(job, connection, *args) -> None:
+    """Not a job: a plain importable function an attacker could name as an RQ callback on a job record."""
+    connection.rpush("callbacks", job.id)
+
+
 @resilient.job(queue="tests")
 def raises(ctx: resilient.Context, message: str) -> None:
     raise ValueError(message)

@@ -135,8 +135,9 @@ def test_foreign_queue_entries_are_refused(client, start_worker, redis_url, redi
         job = queue.enqueue_call(func="testjobs.side_effect", args=(redis_url, "k"), job_id="evil")
         evil = pickle.dumps(("os.system", None, (f"touch {marker}",), {}))
         redis_client.hset(job.key, "data", evil)
-    start_worker()
+    start_worker("-q", "tests")  # one queue: RQ moves entries through its intermediate list
     wait_until(lambda: queue.failed_job_registry.get_job_ids() == ["evil"], what="entry refused")
+    assert redis_client.lrange(queue.intermediate_queue_key, 0, -1) == []  # no reaper will put it back
     assert not marker.exists()
     assert redis_client.llen("k") == 0
     assert testjobs.side_effect.enqueue_call((redis_url, "ok"), client=client).result(timeout=30) == "ran"

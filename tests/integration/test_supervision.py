@@ -152,3 +152,11 @@ def test_supervisor_workers_use_the_server_named_on_its_command_line(client, red
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(30) == 0
     assert not (tmp_path / ".resilient").exists(), "a worker started an embedded server of its own"
+
+
+def test_unhandled_error_ends_the_worker_with_a_failure_code(start_worker, redis_client):
+    """An error the worker cannot handle (its queue key holds a string) ends it with a non-zero exit code,
+    so a supervisor sees a crash, not a clean stop."""
+    redis_client.set("rq:queue:tests", "not a list")
+    worker = start_worker()
+    assert worker.proc.wait(timeout=30) != 0

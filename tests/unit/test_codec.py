@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pickle
+import zlib
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resilient.codec import MsgpackSerializer, decode, encode, encode_state
+from resilient.codec import MsgpackSerializer, decode, encode, encode_state, inflate, read_head
 from resilient.errors import CheckpointError, CorruptCheckpoint
 
 scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | \
@@ -69,3 +70,21 @@ def test_oversize_state_is_refused_with_sizes():
 def test_oversize_record_is_corrupt_on_read():
     with pytest.raises(CorruptCheckpoint, match="above"):
         decode(encode(b"x" * 100), max_bytes=10)
+
+
+def test_inflate_stops_at_the_cap():
+    """A zlib bomb is refused once it passes the cap, not inflated whole; data that is not zlib passes as is."""
+    bomb = zlib.compress(bytes(64 * 1024 * 1024), 9)
+    with pytest.raises(CorruptCheckpoint, match="inflates to more than the 1.0 MiB cap"):
+        inflate(bomb, max_bytes=1024 * 1024)
+    assert inflate(zlib.compress(b"small"), max_bytes=1024) == b"small"
+    assert inflate(b"\x94 not zlib") == b"\x94 not zlib"
+
+
+def test_read_head_reads_the_name_alone():
+    """The function name comes out of a call payload; anything not shaped like a call is CorruptCheckpoint."""
+    assert read_head(encode(["jobs.fn", None, [[]] * 1000, {}]), 4) == "jobs.fn"
+    for bad in (encode([["jobs.fn"], None, [], {}]), encode(["jobs.fn", None]), encode("x" * 2000),
+                pickle.dumps(("os.system",)), b""):
+        with pytest.raises(CorruptCheckpoint):
+            read_head(bad, 4)
