@@ -225,3 +225,22 @@ def test_session_fixture_is_emptied_again(redis_client: redis.Redis, redis_serve
     """The next test sees an empty server again, on the same server process."""
     assert redis_client.dbsize() == 0
     assert redis_client.info("server")["process_id"] == redis_server.pid
+
+
+def test_a_reply_that_never_comes_times_out(redis_url: str, redis_client: redis.Redis,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection whose server stops answering fails with a timeout instead of hanging (reaper, clients)."""
+    from resilient import connection
+
+    monkeypatch.setattr(connection, "SOCKET_TIMEOUT", 0.5, raising=False)
+    monkeypatch.setattr(connection, "RETRIES", 0)
+    with connect(redis_url) as client:
+        client.ping()
+        redis_client.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+        try:
+            started = time.monotonic()
+            with pytest.raises(redis.TimeoutError):
+                client.get("anything")
+            assert time.monotonic() - started < 1.4
+        finally:
+            redis_client.execute_command("CLIENT", "UNPAUSE")
