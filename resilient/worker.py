@@ -28,7 +28,7 @@ from .deaths import Death, Decision
 from .errors import CorruptCheckpoint, Preempted, StaleAttempt, UnknownJob
 from .memory_history import MemoryHistory
 from .memory_watch import MemoryWatcher
-from .procs import die_with_parent
+from .procs import die_with_parent, end_leftovers
 from .registry import JobSpec, lookup
 from .rqjob import ResilientJob
 from .store import Attempt, Store
@@ -94,7 +94,14 @@ class ResilientWorker(Worker):
     def wait_for_horse(self) -> Any:
         pid, status, rusage = super().wait_for_horse()
         self._last_wait_status = status
+        if pid:
+            end_leftovers(pid, keep=self._own_children())
         return pid, status, rusage
+
+    def _own_children(self) -> set[int]:
+        """Children of the parent that are not the job's: RQ's scheduler process, when it runs one."""
+        process = getattr(self.scheduler, "_process", None) if self.scheduler else None
+        return {process.pid} if process is not None and process.pid else set()
 
     def prepare_execution(self, job: ResilientJob) -> Execution:  # type: ignore[override]
         self._execution = super().prepare_execution(job)

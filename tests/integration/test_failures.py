@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 import testjobs
@@ -152,3 +153,26 @@ def test_unreachable_redis_url_is_one_clear_line(command):
     assert run.returncode != 0
     assert "connection refused" in run.stderr
     assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_nothing_a_job_started_outlives_its_horse(client, start_worker, redis_url, redis_client):
+    """Children a job starts, detached (setsid) or not, are gone once its horse is SIGKILLed or returns."""
+    worker = start_worker()
+    handle = testjobs.leave_children.enqueue_call((redis_url,), client=client)
+    assert handle.result(timeout=60) == 2
+    pids = [int(pid) for pid in redis_client.lrange(f"pids:{handle.id}", 0, -1)]
+    assert len(pids) == 4
+    try:
+        wait_until(lambda: not any(_running(pid) for pid in pids), timeout=10, what="the job's children to end")
+        assert worker.proc.poll() is None
+    finally:
+        for pid in pids:  # on failure: end the `sleep 1000`s this test started, by pid
+            if _running(pid) and psutil.Process(pid).cmdline() == ["sleep", "1000"]:
+                os.kill(pid, signal.SIGKILL)
