@@ -96,6 +96,7 @@ class ResilientWorker(Worker):
         self._last_wait_status = status
         if pid:
             end_leftovers(pid, keep=self._own_children())
+            metrics.process_exited(pid)
         return pid, status, rusage
 
     def _own_children(self) -> set[int]:
@@ -239,7 +240,6 @@ class ResilientWorker(Worker):
         death = Death(cause, evidence)
         log.warning("job %s attempt %d: %s", job.id, attempt.attempt, deaths.describe(death))
         metrics.death(cause, evidence["done"] - evidence["checkpoint_done"])
-        metrics.process_exited(pid)
         if cause == deaths.STALE:
             return death, None
         count = self.store.record_death(attempt, cause, evidence, death.counts_toward_cap, death.is_memory)
