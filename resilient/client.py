@@ -49,7 +49,8 @@ class Client:
             raise ConfigError(f"job id {job_id!r} is already used; pick another (or `resilient requeue` it)")
         options = spec.options
         self.store.create_job(job_id, spec.name, options.queue, options.max_attempts,
-                              options.max_deaths_without_progress)
+                              options.max_deaths_without_progress,
+                              call={"args": list(args), "kwargs": kwargs, "timeout": options.timeout})
         rq_queue(options.queue, self.connection).enqueue_call(
             func=spec.name, args=args, kwargs=kwargs, job_id=job_id, timeout=options.timeout,
             result_ttl=self.settings.result_ttl, failure_ttl=self.settings.result_ttl,

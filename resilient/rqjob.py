@@ -32,6 +32,14 @@ def rq_queue(name: str, connection: redis.Redis) -> Queue:
     return Queue(name, connection=connection, serializer=MsgpackSerializer, job_class=ResilientJob)
 
 
+def rebuild_rq_job(job_id: str, name: str, queue: str, call: dict[str, Any], connection: redis.Redis,
+                   ttl: int) -> None:
+    """Save a new RQ record for a job whose own one expired (RQ's failure TTL), from what our hash keeps."""
+    ResilientJob.create(name, args=call["args"], kwargs=call["kwargs"], connection=connection, id=job_id,
+                        origin=queue, timeout=call["timeout"], result_ttl=ttl, failure_ttl=ttl,
+                        serializer=MsgpackSerializer).save()
+
+
 def fetch_rq_job(job_id: str, connection: redis.Redis) -> ResilientJob | None:
     try:
         return ResilientJob.fetch(job_id, connection=connection, serializer=MsgpackSerializer)
