@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import tempfile
@@ -40,18 +39,15 @@ def _private_dir() -> Path:
 
 
 def mark_alive(role: str, name: str) -> None:
-    """Called from a loop tick: the file's mtime says when this process last made progress."""
-    path = _private_dir() / f"{role}-{os.getpid()}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
-    try:
-        fd = os.open(path, flags | os.O_TRUNC, 0o600)
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        path.unlink()  # a symlink in our place: replace it, never write through it
-        fd = os.open(path, flags | os.O_EXCL, 0o600)
+    """Called from a loop tick: the file's mtime says when this process last made progress. Written aside
+    and renamed into place: a probe never reads it half written, and a symlink there is replaced, not
+    written through."""
+    directory = _private_dir()
+    aside = directory / f".{role}.{os.getpid()}.tmp"  # no "-": probes do not take it for a tick file
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as file:
         file.write(name)
+    os.replace(aside, directory / f"{role}-{os.getpid()}")
 
 
 def forget(role: str) -> None:

@@ -98,7 +98,7 @@ def test_supervisor_started_before_redis_waits_for_it(own_server, tmp_path, monk
         ensure_server(own_server.data_dir)
         wait_until(lambda: _health("--ready", own_server.url, health_dir).returncode == 0, what="ready")
         ready = _health("--ready", own_server.url, health_dir)
-        assert "1 local worker(s) registered" in ready.stdout
+        assert "1 local worker(s) registered" in ready.stdout, ready.stderr
     finally:
         supervisor.terminate()
         assert supervisor.wait(30) == 0
