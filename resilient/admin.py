@@ -4,23 +4,29 @@ from __future__ import annotations
 
 from .client import Client
 from .errors import NoSuchJob
-from .rqjob import fetch_rq_job, rq_queue
+from .rqjob import fetch_rq_job, rebuild_rq_job
+
+NOT_RELEASABLE = ("completed", "queued")  # what RELEASE refuses; checked here only to skip a needless rebuild
 
 
 def requeue_job(client: Client, job_id: str, attempts: int = 10, restart: bool = False) -> str:
     """Put a parked or failed job back at the front of its queue; it resumes from its checkpoint, or from
-    the beginning with `restart` (the checkpoint is dropped; its history stays for inspect)."""
-    outcome = client.store.release(job_id, attempts)
+    the beginning with `restart` (the checkpoint is dropped; its history stays for inspect). RQ's record of
+    the job is rebuilt from ours if it expired; the requeue itself is one step."""
+    fields = client.store.job_fields(job_id)
+    if not fields:
+        raise NoSuchJob(f"no job {job_id}; `resilient parked` lists parked jobs")
+    if fields["status"] not in NOT_RELEASABLE and fetch_rq_job(job_id, client.connection) is None:
+        call = client.store.job_call(job_id)
+        if call is None or "corrupt" in call:
+            raise NoSuchJob(f"job {job_id} has no RQ record left and no kept arguments to rebuild it from "
+                            "(enqueued by an older version); enqueue it again")
+        rebuild_rq_job(job_id, fields["name"], fields["queue"], call, client.connection, client.settings.result_ttl)
+    outcome = client.store.release(job_id, attempts, restart)
     if outcome == "MISSING":
         raise NoSuchJob(f"no job {job_id}; `resilient parked` lists parked jobs")
+    if outcome == "NO_RQ_RECORD":
+        raise NoSuchJob(f"job {job_id}: its RQ record expired just now; run `resilient requeue {job_id}` again")
     if outcome != "OK":
         return f"job {job_id} is {outcome}; nothing to do"
-    job = fetch_rq_job(job_id, client.connection)
-    if job is None:
-        raise NoSuchJob(f"job {job_id} has no RQ record left (expired?); enqueue it again")
-    if restart:
-        client.store.drop_checkpoint(job_id)
-    queue = rq_queue(client.store.job_fields(job_id)["queue"], client.connection)
-    queue.failed_job_registry.remove(job)
-    queue.enqueue_job(job, at_front=True)
-    return f"job {job_id} requeued on {queue.name}"
+    return f"job {job_id} requeued on {fields['queue']}"

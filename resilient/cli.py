@@ -136,8 +136,10 @@ def server() -> None:
 def server_start(ctx: click.Context) -> None:
     from .server import ensure_server
 
+    from .connection import mask_password
+
     info = ensure_server(settings_of(ctx).data_dir)
-    click.echo(f"running: {info.url} (pid {info.pid}, {info.binary}, data in {info.data_dir})")
+    click.echo(f"running: {mask_password(info.url)} (pid {info.pid}, {info.binary}, data in {info.data_dir})")
 
 
 @server.command("stop")
@@ -152,10 +154,11 @@ def server_stop(ctx: click.Context) -> None:
 @server.command("status")
 @click.pass_context
 def server_status_cmd(ctx: click.Context) -> None:
+    from .connection import mask_password
     from .server import server_status
 
     info = server_status(settings_of(ctx).data_dir)
-    click.echo(f"running: {info.url} (pid {info.pid})" if info else "not running")
+    click.echo(f"running: {mask_password(info.url)} (pid {info.pid})" if info else "not running")
     sys.exit(0 if info else 3)
 
 

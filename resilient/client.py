@@ -60,7 +60,8 @@ class Client:
                     raise taken
                 pipe.multi()
                 self.store.create_job(job_id, spec.name, options.queue, options.max_attempts,
-                                      options.max_deaths_without_progress, pipeline=pipe)
+                                      options.max_deaths_without_progress, pipeline=pipe,
+                                      call={"args": list(args), "kwargs": kwargs, "timeout": options.timeout})
                 queue.enqueue_job(rq_job, pipeline=pipe)
                 pipe.execute()
         except redis.WatchError:

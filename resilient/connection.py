@@ -26,6 +26,10 @@ RETRIES = 10  # with the backoff below: keeps trying for ~15 s, long enough for 
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 2.0
 CONNECT_TIMEOUT = 5.0
+# A reply that never comes (a connection dropped without a reset) fails after this, then is retried. The
+# longest blocking command on these connections is the worker's 1 s dequeue (BLMOVE/BLPOP); RQ itself
+# asks for dequeue timeout + 10 s and would raise a smaller value to that.
+SOCKET_TIMEOUT = 30.0
 CHECK_TIMEOUT = 5.0  # whole check: half to connect, half for the reply
 HEALTH_CHECK_INTERVAL = 30
 WAIT_FIRST = 0.5  # seconds a starting worker or supervisor waits before it asks an absent Redis again
@@ -39,7 +43,8 @@ REFUSED = (
     "connection refused — is the server running? start one or unset REDIS_URL to use the embedded server"
 )
 AUTH_FAILED = "authentication failed — check the password in REDIS_URL"
-_USERINFO_PASSWORD = re.compile(r"^([\w+.-]+://[^:@/?#]*:)[^@?#]*@")  # a raw "/" in a password too
+# Up to the last "@" before any query: a raw "@" or "/" in the password is masked too (as redis-py reads it).
+_USERINFO_PASSWORD = re.compile(r"^([\w+.-]+://[^:/?#]*:)[^?#]*@")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
 
 
@@ -60,6 +65,7 @@ def connect(url: str, *, decode_responses: bool = False) -> redis.Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=HEALTH_CHECK_INTERVAL,
         socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=SOCKET_TIMEOUT,
         **options,
     )
 

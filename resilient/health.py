@@ -3,25 +3,51 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 from .config import Settings
+from .errors import ConfigError
 
 MAX_AGE = 30.0  # seconds since a worker's last loop tick before it counts as stuck
 WAITING = "(waiting for Redis)"  # the name a process ticks under before it has reached Redis
 
 
 def health_dir() -> Path:
-    return Path(os.environ.get("RESILIENT_HEALTH_DIR") or Path(tempfile.gettempdir()) / "resilient-health")
+    """RESILIENT_HEALTH_DIR, else this user's own directory under the temp dir."""
+    default = Path(tempfile.gettempdir()) / f"resilient-health-{os.getuid()}"
+    return Path(os.environ.get("RESILIENT_HEALTH_DIR") or default)
+
+
+def _private_dir() -> Path:
+    """The health dir, made 0700; refused when it is a symlink or belongs to another user."""
+    directory = health_dir()
+    try:
+        directory.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise ConfigError(f"{directory} is not a directory of this user's; remove it or set RESILIENT_HEALTH_DIR")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(directory, 0o700)
+    return directory
 
 
 def mark_alive(role: str, name: str) -> None:
-    """Called from a loop tick: the file's mtime says when this process last made progress."""
-    directory = health_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{role}-{os.getpid()}").write_text(name)
+    """Called from a loop tick: the file's mtime says when this process last made progress. Written aside
+    and renamed into place: a probe never reads it half written, and a symlink there is replaced, not
+    written through."""
+    directory = _private_dir()
+    aside = directory / f".{role}.{os.getpid()}.tmp"  # no "-": probes do not take it for a tick file
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(name)
+    os.replace(aside, directory / f"{role}-{os.getpid()}")
 
 
 def forget(role: str) -> None:
@@ -33,14 +59,27 @@ def _ticking(max_age: float) -> list[tuple[str, str]]:
     wait for Redis at start)."""
     found = []
     now = time.time()
-    for path in health_dir().glob("*-*"):
+    for path in _private_dir().glob("*-*"):
         role, _, pid = path.name.rpartition("-")
-        if not pid.isdigit() or not Path(f"/proc/{pid}").exists():
-            path.unlink(missing_ok=True)  # a process that is gone
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
             continue
-        if now - path.stat().st_mtime <= max_age:
+        if not (pid.isdigit() and stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and _ours(int(pid))):
+            path.unlink(missing_ok=True)  # a process that is gone, or something that is not our file
+            continue
+        if now - info.st_mtime <= max_age:
             found.append((role, path.read_text()))
     return found
+
+
+def _ours(pid: int) -> bool:
+    """pid is a live `resilient` (or `python -m resilient`) process of this user, not a recycled pid."""
+    try:
+        proc = psutil.Process(pid)
+        return proc.uids().real == os.getuid() and "resilient" in {Path(arg).name for arg in proc.cmdline()[:4]}
+    except psutil.Error:
+        return False
 
 
 def check_live(max_age: float = MAX_AGE) -> tuple[bool, str]:

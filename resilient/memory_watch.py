@@ -157,8 +157,12 @@ def _remove_groups_of_dead_workers() -> None:
         pid = path.name.removeprefix(GROUP_PREFIX)
         if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
             group = cgroups.Cgroup(parent.version, path)
-            if not cgroups.pids_in(group):
+            if cgroups.pids_in(group):
+                continue
+            try:
                 cgroups.remove(group)
+            except CgroupUnavailable as exc:  # someone else's to deal with: this worker can still start
+                log.warning("cannot remove the cgroup of a dead worker: %s", exc)
 
 
 def _charge_moves_along(group: cgroups.Cgroup) -> None:

@@ -1,11 +1,16 @@
-"""Prometheus metrics (`--metrics-port`). Workers fork a horse per job, so metrics use prometheus-client's
-multiprocess mode: every process writes its own file, the parent's HTTP server adds them up, and what a
-horse counted survives its death. Without --metrics-port every call here is a no-op."""
+"""Prometheus metrics (`--metrics-port`). Workers fork a horse per job, so counters and histograms use
+prometheus-client's multiprocess mode: every process writes its own file and the parent's HTTP server adds
+them up. When a horse exits, its files are added into the worker's archive files and removed, so totals keep
+what it counted while the directory holds a few files whatever the number of jobs. The memory gauges are
+the parent's alone: they are served from memory, never from files. Without --metrics-port every call here
+is a no-op."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -14,6 +19,14 @@ from .model import Level
 
 _enabled = False
 _m: dict[str, Any] = {}
+_gauges: dict[str, float] = {}  # the parent's memory gauges, by metric name
+_files_lock = threading.Lock()  # a scrape never sees a horse's file half folded into the archive
+GAUGE_HELP = {
+    "resilient_worker_rss_bytes": "Memory counted against the limit (RSS of the worker's group)",
+    "resilient_memory_limit_bytes": "The worker's memory limit L",
+    "resilient_pressure_level": "0 ok, 1 soft, 2 hard, 3 critical",
+    "resilient_checkpoint_age_seconds": "Seconds since the running job's last checkpoint",
+}
 
 
 def enable(port: int, connection: redis.Redis) -> None:
@@ -21,24 +34,18 @@ def enable(port: int, connection: redis.Redis) -> None:
     global _enabled
     directory = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="resilient-metrics-"))
     os.makedirs(directory, exist_ok=True)
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
+    from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
     _m.update(
         deaths=Counter("resilient_job_deaths_total", "Attempts that ended in a death, by cause", ["cause"]),
         preemptions=Counter("resilient_preemptions_total", "Attempts that stepped aside, by reason", ["reason"]),
         redone=Counter("resilient_work_redone_items_total", "Items done again after a death"),
-        rss=Gauge("resilient_worker_rss_bytes", "Memory counted against the limit (RSS of the worker's group)",
-                  multiprocess_mode="liveall"),
-        limit=Gauge("resilient_memory_limit_bytes", "The worker's memory limit L", multiprocess_mode="liveall"),
-        level=Gauge("resilient_pressure_level", "0 ok, 1 soft, 2 hard, 3 critical", multiprocess_mode="liveall"),
-        checkpoint_age=Gauge("resilient_checkpoint_age_seconds", "Seconds since the running job's last checkpoint",
-                             multiprocess_mode="liveall"),
         save=Histogram("resilient_checkpoint_save_seconds", "Time to persist a checkpoint",
                        buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)),
     )
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, directory)
+    registry.register(FilesCollector(directory))
+    registry.register(GaugeCollector())
     registry.register(RqCollector(connection))
     start_http_server(port, registry=registry)
     _enabled = True
@@ -56,14 +63,13 @@ def death(cause: str, redone_items: int = 0) -> None:
 
 def memory(rss: int, limit: int, level: str) -> None:
     if _enabled:
-        _m["rss"].set(rss)
-        _m["limit"].set(limit)
-        _m["level"].set(Level(level).rank)
+        _gauges.update(resilient_worker_rss_bytes=rss, resilient_memory_limit_bytes=limit,
+                       resilient_pressure_level=Level(level).rank)
 
 
 def checkpoint_age(seconds: float) -> None:
     if _enabled:
-        _m["checkpoint_age"].set(seconds)
+        _gauges.update(resilient_checkpoint_age_seconds=seconds)
 
 
 def checkpoint_saved(seconds: float) -> None:
@@ -72,11 +78,50 @@ def checkpoint_saved(seconds: float) -> None:
 
 
 def process_exited(pid: int) -> None:
-    """A horse is gone: drop its live gauges (its counters stay counted)."""
-    if _enabled:
-        from prometheus_client import multiprocess
+    """A horse is gone: add what it counted into this worker's archive files and remove its own."""
+    if not _enabled:
+        return
+    from prometheus_client import multiprocess
+    from prometheus_client.mmap_dict import MmapedDict
 
-        multiprocess.mark_process_dead(pid)
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    with _files_lock:
+        for kind in ("counter", "histogram"):
+            horse_file = directory / f"{kind}_{pid}.db"
+            if not horse_file.exists():
+                continue
+            # "<kind>_…": the collector reads the kind from the name, and adds counters and buckets up
+            archive = MmapedDict(str(directory / f"{kind}_archive-{os.getpid()}.db"))
+            try:
+                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(str(horse_file)):
+                    archive.write_value(key, archive.read_value(key)[0] + value, timestamp)
+            finally:
+                archive.close()
+            horse_file.unlink()
+        multiprocess.mark_process_dead(pid, str(directory))  # any gauge file a horse may have made
+
+
+class FilesCollector:
+    """prometheus-client's MultiProcessCollector, read under the lock process_exited folds files with."""
+
+    def __init__(self, directory: str) -> None:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self._files = MultiProcessCollector(None, directory)
+
+    def collect(self) -> Any:
+        with _files_lock:
+            return list(self._files.collect())
+
+
+class GaugeCollector:
+    """The parent's memory gauges, as last set by `memory()`."""
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        for name, value in _gauges.items():
+            yield GaugeMetricFamily(name, GAUGE_HELP[name], value=value)
 
 
 class RqCollector:

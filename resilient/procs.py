@@ -1,16 +1,23 @@
-"""Tying child processes to their parent's life (Linux PR_SET_PDEATHSIG)."""
+"""Tying child processes to their parent's life (Linux PR_SET_PDEATHSIG), and ending what a horse left."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import signal
+import time
 from typing import Any
+
+import psutil
 
 from . import deaths
 
 log = logging.getLogger("resilient.worker")
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+LEFTOVER_PATIENCE = 5.0  # seconds to wait for killed leftovers to exit before giving up on them
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -26,7 +33,35 @@ def set_parent_death_signal() -> None:
     if prctl is None:
         log.warning("cannot tie a child's life to the worker's (no prctl)")
         return
-    prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def become_subreaper() -> None:
+    """Linux: orphans of our descendants (a job's children, even detached with setsid) become our
+    children instead of PID 1's, so end_leftovers can find them."""
+    prctl = load_prctl()
+    if prctl is None or prctl(PR_SET_CHILD_SUBREAPER, 1) != 0:
+        log.warning("cannot adopt what jobs leave running (no PR_SET_CHILD_SUBREAPER): only their process "
+                    "group is ended")
+
+
+def end_leftovers(horse_pid: int, keep: set[int]) -> None:
+    """After a horse exit: SIGKILL what is left of its process group, and every child of ours not in
+    `keep` (orphans the job left, adopted by this subreaper), then reap them."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(horse_pid, signal.SIGKILL)  # RQ puts each horse in its own group
+    deadline = time.monotonic() + LEFTOVER_PATIENCE
+    while strays := [child.pid for child in psutil.Process().children() if child.pid not in keep]:
+        # killing one may orphan its own children to us: the loop takes them on the next pass
+        for pid in strays:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        if time.monotonic() > deadline:
+            log.warning("processes left by the job would not exit: %s", strays)
+            return
+        time.sleep(0.005)
 
 
 @functools.cache

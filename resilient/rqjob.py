@@ -93,6 +93,14 @@ def rq_keys(job_id: str, queue: Queue) -> list[str]:
     return [queue.intermediate_queue_key, ResilientJob.key_for(job_id), queue.failed_job_registry.key]
 
 
+def rebuild_rq_job(job_id: str, name: str, queue: str, call: dict[str, Any], connection: redis.Redis,
+                   ttl: int) -> None:
+    """Save a new RQ record for a job whose own one expired (RQ's failure TTL), from what our hash keeps."""
+    ResilientJob.create(name, args=call["args"], kwargs=call["kwargs"], connection=connection, id=job_id,
+                        origin=queue, timeout=call["timeout"], result_ttl=ttl, failure_ttl=ttl,
+                        serializer=MsgpackSerializer).save()
+
+
 def fetch_rq_job(job_id: str, connection: redis.Redis) -> ResilientJob | None:
     try:
         return ResilientJob.fetch(job_id, connection=connection, serializer=MsgpackSerializer)

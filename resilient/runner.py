@@ -16,7 +16,7 @@ from .errors import ConfigError
 from .health import WAITING, forget, mark_alive
 from .logs import log_to_stderr
 from .memory_watch import MemoryWatcher
-from .procs import load_prctl, set_parent_death_signal
+from .procs import become_subreaper, load_prctl, set_parent_death_signal
 from .registry import import_job_modules, lookup
 from .worker import ResilientWorker
 
@@ -30,6 +30,7 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
     log_to_stderr(log_level, log_format)
     worker_pid = os.getpid()
     load_prctl()  # load libc here once, not in every child
+    become_subreaper()
     # RQ's scheduler runs in a forked process too: none of our children may outlive this worker
     os.register_at_fork(after_in_child=lambda: set_parent_death_signal() if os.getppid() == worker_pid else None)
     job_names = import_job_modules(modules)

@@ -219,18 +219,28 @@ end
 return {epoch, stuck, attempt, job[6], seq, reason}
 """
 
-# An operator's requeue: new epoch (fences out anything still running), counters reset, more attempts.
-RELEASE = """
+# An operator's requeue, in one step: new epoch (fences out anything still running), counters reset, more
+# attempts, out of RQ's failed registry and back at the front of its queue. Refused (NO_RQ_RECORD, nothing
+# written) when RQ's record of the job is gone: the caller rebuilds it first.
+# ARGV: now, more attempts, job id, events cap, restart (0/1: drop the checkpoint too)
+RELEASE = _PUSH_BACK + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'MISSING' end
 if status == 'completed' or status == 'queued' then return status end
+local rq_job = 'rq:job:' .. ARGV[3]
+if redis.call('EXISTS', rq_job) == 0 then return 'NO_RQ_RECORD' end
 redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
 redis.call('HSET', KEYS[1], 'status', 'queued', 'stuck', 0, 'mem_stuck', 0,
   'max_attempts', attempt + tonumber(ARGV[2]))
 redis.call('HDEL', KEYS[1], 'parked_reason', 'error')
 redis.call('ZREM', KEYS[3], ARGV[3])
+if ARGV[5] == '1' then redis.call('DEL', KEYS[4]) end
+local queue = redis.call('HGET', KEYS[1], 'queue')
+redis.call('ZREM', 'rq:failed:' .. queue, ARGV[3])
+redis.call('PERSIST', rq_job)  -- a failed job's record carries RQ's failure TTL
+push_back(ARGV[3], queue, 0, ARGV[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'requeued', 'at', ARGV[1],
-  'from_seq', redis.call('HGET', KEYS[1], 'seq') or '0', 'reason', 'operator')
+  'from_seq', redis.call('HGET', KEYS[1], 'seq') or '0', 'reason', 'operator', 'queue', queue)
 return 'OK'
 """

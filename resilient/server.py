@@ -3,7 +3,8 @@
 Started on first use, detached so it outlives the command that started it, found again through
 data_dir/server.json, stopped with stop_server(). A flock on data_dir/server.lock makes concurrent
 callers share one server. Only processes that are a redis/valkey server working in data_dir are
-ever signalled.
+ever signalled. The data dir is 0700 and the server requires a password generated on first start,
+kept in data_dir/password (0600) and handed to the server on stdin, never on its command line.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import fcntl
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import socket
 import stat
@@ -34,7 +36,7 @@ START_TIMEOUT = 10.0
 LOCK_TIMEOUT = 30.0
 POLL = 0.02
 SERVER_NAMES = ("redis-server", "valkey-server")
-RECORD, LOCK, LOG, PIDFILE = "server.json", "server.lock", "server.log", "server.pid"
+RECORD, LOCK, LOG, PIDFILE, PASSWORD = "server.json", "server.lock", "server.log", "server.pid", "password"
 PORT_IN_USE = "Address already in use"
 
 
@@ -42,7 +44,7 @@ PORT_IN_USE = "Address already in use"
 class ServerInfo:
     """A running embedded server, as recorded in data_dir/server.json."""
 
-    url: str
+    url: str  # with the password: mask it before printing it
     pid: int
     port: int
     data_dir: Path
@@ -72,7 +74,8 @@ def ensure_server(data_dir: Path) -> ServerInfo:
     """Return the server running for data_dir, starting one if there is none. Safe to call often."""
     data_dir = Path(data_dir).resolve()
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        data_dir.chmod(0o700)  # also one made before the server had a password
     except OSError as exc:
         raise ServerError(f"cannot create the data directory {data_dir}: {exc.strerror}") from None
     with _locked(data_dir):
@@ -87,7 +90,8 @@ def ensure_server(data_dir: Path) -> ServerInfo:
         _stop_stray(data_dir)
         info = _start(data_dir, _free_port(info.port if info else 0))
         tmp = data_dir / f"{RECORD}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({**asdict(info), "data_dir": str(data_dir)}, indent=2))
+        record = {**asdict(info), "url": _url(info.port), "data_dir": str(data_dir)}  # no password in it
+        tmp.write_text(json.dumps(record, indent=2))
         os.replace(tmp, data_dir / RECORD)
         return info
 
@@ -96,7 +100,7 @@ def server_status(data_dir: Path) -> ServerInfo | None:
     """The recorded server if it is alive and answers PING, else None."""
     data_dir = Path(data_dir).resolve()
     info = _read_record(data_dir)
-    if info is None or not _owns(info.pid, data_dir) or _server_pid(info.port) != info.pid:
+    if info is None or not _owns(info.pid, data_dir) or _server_pid(info.port, data_dir) != info.pid:
         return None
     return info
 
@@ -111,7 +115,7 @@ def stop_server(data_dir: Path, timeout: float = 10.0) -> bool:
         running = info is not None and _owns(info.pid, data_dir)
         if info is not None and running:
             deadline = time.monotonic() + timeout
-            _request_shutdown(info, timeout)
+            _request_shutdown(info, data_dir, timeout)
             if not _wait_gone(info.pid, time.monotonic() + timeout / 2):
                 _terminate(info.pid, data_dir)
             if not _wait_gone(info.pid, deadline):
@@ -123,13 +127,14 @@ def stop_server(data_dir: Path, timeout: float = 10.0) -> bool:
 def _start(data_dir: Path, port: int) -> ServerInfo:
     """Launch a daemonized server; retry on a new port if another process grabbed ours meanwhile."""
     binary = find_server_binary()
+    password = _password(data_dir)
     for _attempt in range(3):
         (data_dir / PIDFILE).unlink(missing_ok=True)
         log_start = (data_dir / LOG).stat().st_size if (data_dir / LOG).exists() else 0
-        _launch(binary, data_dir, port)
+        _launch(binary, data_dir, port, password)
         pid = _wait_ready(port, data_dir, log_start=log_start)
         if pid:
-            return ServerInfo(f"redis://{HOST}:{port}/0", pid, port, data_dir, str(binary))
+            return ServerInfo(_url(port, password), pid, port, data_dir, str(binary))
         if PORT_IN_USE not in _log_since(data_dir, log_start):
             break
         port = _free_port()
@@ -138,15 +143,17 @@ def _start(data_dir: Path, port: int) -> ServerInfo:
     raise ServerError(f"{binary.name} did not start within {START_TIMEOUT:g}s; {data_dir / LOG} says:\n{log}")
 
 
-def _launch(binary: Path, data_dir: Path, port: int) -> None:
+def _launch(binary: Path, data_dir: Path, port: int, password: str) -> None:
     args = [
-        str(binary), "--port", str(port), "--bind", HOST, "--protected-mode", "yes",
+        str(binary), "-", "--port", str(port), "--bind", HOST, "--protected-mode", "yes",
         "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
         "--maxmemory-policy", "noeviction", "--daemonize", "yes",
         "--pidfile", str(data_dir / PIDFILE), "--logfile", str(data_dir / LOG),
     ]  # fmt: skip
     # daemonize: the launcher forks the real server (reparented away from us) and exits at once.
-    done = subprocess.run(args, cwd=data_dir, capture_output=True, text=True, timeout=START_TIMEOUT)
+    # "-": the rest of the configuration (the password) comes on stdin, out of sight of `ps`.
+    done = subprocess.run(args, cwd=data_dir, input=f"requirepass {password}\n", capture_output=True, text=True,
+                          timeout=START_TIMEOUT)
     if done.returncode != 0:
         raise ServerError(f"{binary} refused to start: {(done.stderr or done.stdout).strip()}")
 
@@ -159,7 +166,7 @@ def _wait_ready(port: int, data_dir: Path, pid: int = 0, log_start: int | None =
     """
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        answering = _server_pid(port)
+        answering = _server_pid(port, data_dir)
         if answering and (answering == pid or not pid) and _owns(answering, data_dir):
             return answering
         if (pid and not _alive(pid)) or (
@@ -170,21 +177,48 @@ def _wait_ready(port: int, data_dir: Path, pid: int = 0, log_start: int | None =
     return 0
 
 
-def _server_pid(port: int) -> int:
-    """Pid of the server answering PING on port; 0 if none answers (or it is still loading)."""
+def _server_pid(port: int, data_dir: Path) -> int:
+    """Pid of our server answering PING on port; 0 if none answers (or it is still loading)."""
     try:
-        with _probe(port) as probe:
+        with _probe(port, data_dir) as probe:
             probe.ping()
             return int(probe.info("server")["process_id"])
     except (redis.RedisError, OSError, KeyError, ValueError):
         return 0
 
 
-def _probe(port: int, timeout: float = 1.0) -> redis.Redis:
+def _probe(port: int, data_dir: Path, timeout: float = 1.0) -> redis.Redis:
     """A client that tries once: callers poll with their own deadline."""
-    return redis.Redis(
-        host=HOST, port=port, socket_timeout=timeout, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
-    )
+    return redis.Redis(host=HOST, port=port, password=_read_password(data_dir), socket_timeout=timeout,
+                       socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+
+
+def _url(port: int, password: str = "") -> str:
+    return f"redis://:{password}@{HOST}:{port}/0" if password else f"redis://{HOST}:{port}/0"
+
+
+def _password(data_dir: Path) -> str:
+    """The server's password, generated (hex: safe in a URL) into a 0600 file on first use."""
+    path = data_dir / PASSWORD
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)
+        password = _read_password(data_dir)
+        if not password:
+            raise ServerError(f"{path} is empty; delete it and a new password is made") from None
+        return password
+    password = secrets.token_hex(24)
+    with os.fdopen(fd, "w") as file:
+        file.write(password)
+    return password
+
+
+def _read_password(data_dir: Path) -> str | None:
+    try:
+        return (data_dir / PASSWORD).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _free_port(preferred: int = 0) -> int:
@@ -208,9 +242,9 @@ def _log_since(data_dir: Path, offset: int) -> str:
         return ""
 
 
-def _request_shutdown(info: ServerInfo, timeout: float) -> None:
+def _request_shutdown(info: ServerInfo, data_dir: Path, timeout: float) -> None:
     try:
-        with _probe(info.port, timeout) as client:
+        with _probe(info.port, data_dir, timeout) as client:
             if int(client.info("server")["process_id"]) == info.pid:
                 client.shutdown()
     except (redis.RedisError, OSError, KeyError, ValueError):
@@ -272,7 +306,9 @@ def _owns(pid: int, data_dir: Path) -> bool:
 def _read_record(data_dir: Path) -> ServerInfo | None:
     try:
         raw = json.loads((data_dir / RECORD).read_text())
-        return ServerInfo(raw["url"], int(raw["pid"]), int(raw["port"]), data_dir, str(raw["binary"]))
+        port = int(raw["port"])
+        return ServerInfo(_url(port, _read_password(data_dir) or ""), int(raw["pid"]), port, data_dir,
+                          str(raw["binary"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -15,6 +15,9 @@ from .scripts import (BEGIN, CLAIM, DEATH, FINISH, PROMOTE, REFUSE, RELEASE, REN
                       SET_FIELDS, STALE)
 
 
+_BINARY_FIELDS = {b"result", b"last_death", b"call"}  # msgpack, not text
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -43,14 +46,15 @@ class Store:
 
     # --- enqueue side -------------------------------------------------------------------------
     def create_job(self, job_id: str, name: str, queue: str, max_attempts: int, max_stuck: int = 3,
-                   pipeline: Any = None) -> None:
+                   pipeline: Any = None, call: dict[str, Any] | None = None) -> None:
+        """`call` ({args, kwargs, timeout}) is kept so that RQ's record can be rebuilt once it expired."""
         at = now_ms()
         pipe = pipeline if pipeline is not None else self.r.pipeline()
-        pipe.hset(
-            keys.job(job_id),
-            mapping={"name": name, "queue": queue, "status": "queued", "epoch": 0, "attempt": 0, "seq": 0,
-                     "max_attempts": max_attempts, "max_stuck": max_stuck, "enqueued_at": at, "deaths": 0},
-        )
+        fields = {"name": name, "queue": queue, "status": "queued", "epoch": 0, "attempt": 0, "seq": 0,
+                  "max_attempts": max_attempts, "max_stuck": max_stuck, "enqueued_at": at, "deaths": 0}
+        if call is not None:
+            fields["call"] = encode(call)
+        pipe.hset(keys.job(job_id), mapping=fields)
         pipe.zadd(keys.JOBS, {job_id: at})
         pipe.xadd(keys.events(job_id), {"type": "enqueued", "at": at, "queue": queue},
                   maxlen=self.event_history, approximate=True)
@@ -193,16 +197,22 @@ class Store:
     def drop_checkpoint(self, job_id: str) -> None:
         self.r.delete(keys.checkpoint(job_id))
 
-    def release(self, job_id: str, more_attempts: int) -> str:
-        """Operator requeue of a parked/failed job: 'OK', or the status that prevents it."""
-        reply = self._release(keys=[keys.job(job_id), keys.events(job_id), keys.PARKED],
-                              args=[now_ms(), more_attempts, job_id, self.event_history])
+    def release(self, job_id: str, more_attempts: int, restart: bool = False) -> str:
+        """Operator requeue of a parked/failed job, back at the front of its queue in one step: 'OK',
+        NO_RQ_RECORD, or the status that prevents it. `restart` drops the checkpoint too."""
+        reply = self._release(keys=[keys.job(job_id), keys.events(job_id), keys.PARKED, keys.checkpoint(job_id)],
+                              args=[now_ms(), more_attempts, job_id, self.event_history, int(restart)])
         return _text(reply)
 
     # --- reading ------------------------------------------------------------------------------
     def job_fields(self, job_id: str) -> dict[str, str]:
         raw = self.r.hgetall(keys.job(job_id))
-        return {_text(k): _text(v) for k, v in raw.items() if k != b"result" and k != b"last_death"}
+        return {_text(k): _text(v) for k, v in raw.items() if k not in _BINARY_FIELDS}
+
+    def job_call(self, job_id: str) -> dict[str, Any] | None:
+        """The arguments and timeout the job was enqueued with; None for jobs enqueued before they were kept."""
+        raw = self.r.hget(keys.job(job_id), "call")
+        return self._decode_record(raw, job_id) if raw else None
 
     def result_bytes(self, job_id: str) -> bytes | None:
         return self.r.hget(keys.job(job_id), "result")

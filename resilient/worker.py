@@ -28,7 +28,7 @@ from .errors import BadQueueEntry, CorruptCheckpoint, Preempted, StaleAttempt, U
 from .memory_history import MemoryHistory
 from .memory_watch import MemoryWatcher
 from .model import Attempt, Cause, Death, Decision, Level
-from .procs import die_with_parent
+from .procs import die_with_parent, end_leftovers
 from .registry import JobSpec
 from .rqjob import ResilientJob, rq_keys
 from .store import Store, now_ms
@@ -110,13 +110,22 @@ class ResilientWorker(Worker):
                 self._forget_execution(job, self._execution)
         finally:
             self._cancel_grace_timer()
+            metrics.checkpoint_age(0.0)  # no job, no age: a stale figure would look like a hung job
             logs.unbind("job_id", "attempt", "epoch", "queue")
             self._attempt = self._spec = self._current = self._execution = None
 
     def wait_for_horse(self) -> Any:
         pid, status, rusage = super().wait_for_horse()
         self._last_wait_status = status
+        if pid:
+            end_leftovers(pid, keep=self._own_children())
+            metrics.process_exited(pid)
         return pid, status, rusage
+
+    def _own_children(self) -> set[int]:
+        """Children of the parent that are not the job's: RQ's scheduler process, when it runs one."""
+        process = getattr(self.scheduler, "_process", None) if self.scheduler else None
+        return {process.pid} if process is not None and process.pid else set()
 
     def prepare_execution(self, job: ResilientJob) -> Execution:  # type: ignore[override]
         self._execution = super().prepare_execution(job)
@@ -306,7 +315,6 @@ class ResilientWorker(Worker):
         death = Death(cause, evidence)
         log.warning("job %s attempt %d: %s", job.id, attempt.attempt, deaths.describe(death))
         metrics.death(cause, evidence["done"] - evidence["checkpoint_done"])
-        metrics.process_exited(pid)
         if cause == Cause.STALE:
             return death, None
         count = self.store.record_death(attempt, cause, evidence, death.counts_toward_cap, death.is_memory)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import redis
@@ -206,3 +208,18 @@ def hangs_once(ctx: resilient.Context) -> dict:
         ctx.save({"stage": "before the hang"}, force=True)
         os.kill(os.getpid(), signal.SIGSTOP)
     return {"attempt": ctx.attempt, "resumed_from": ctx.checkpoint, "previous": ctx.previous_death.cause}
+
+
+@resilient.job(queue="tests")
+def leave_children(ctx: resilient.Context, url: str) -> int:
+    """Starts a `sleep` child and a detached one (setsid, its parent gone), logs both pids; attempt 1 then
+    dies by SIGKILL, attempt 2 returns."""
+    child = subprocess.Popen(["sleep", "1000"])
+    detach = ("import os, subprocess; os.setsid(); "
+              "print(subprocess.Popen(['sleep', '1000'], stdout=subprocess.DEVNULL).pid)")
+    detached = subprocess.run([sys.executable, "-c", detach], stdout=subprocess.PIPE, text=True, check=True)
+    _log(url, f"pids:{ctx.job_id}", str(child.pid))
+    _log(url, f"pids:{ctx.job_id}", detached.stdout.strip())
+    if ctx.attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return ctx.attempt

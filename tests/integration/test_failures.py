@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 import testjobs
 from conftest import ROOT, wait_until
-from resilient import CheckpointError, ConfigError, JobFailed, JobParked, keys
+from resilient import CheckpointError, ConfigError, JobFailed, JobParked, NoSuchJob, keys
 from resilient.admin import requeue_job
 from resilient.codec import encode
 from resilient.rqjob import rq_queue
@@ -153,3 +154,50 @@ def test_unreachable_redis_url_is_one_clear_line(command):
     assert run.returncode != 0
     assert "connection refused" in run.stderr
     assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_nothing_a_job_started_outlives_its_horse(client, start_worker, redis_url, redis_client):
+    """Children a job starts, detached (setsid) or not, are gone once its horse is SIGKILLed or returns."""
+    worker = start_worker()
+    handle = testjobs.leave_children.enqueue_call((redis_url,), client=client)
+    assert handle.result(timeout=60) == 2
+    pids = [int(pid) for pid in redis_client.lrange(f"pids:{handle.id}", 0, -1)]
+    assert len(pids) == 4
+    try:
+        wait_until(lambda: not any(_running(pid) for pid in pids), timeout=10, what="the job's children to end")
+        assert worker.proc.poll() is None
+    finally:
+        for pid in pids:  # on failure: end the `sleep 1000`s this test started, by pid
+            if _running(pid) and psutil.Process(pid).cmdline() == ["sleep", "1000"]:
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_parked_job_whose_rq_record_expired_can_be_requeued(client, start_worker, redis_url, redis_client):
+    """After RQ's failure TTL removed its record, `requeue` rebuilds it and the parked job runs again."""
+    handle = testjobs.count_items.enqueue_call((redis_url, 5), client=client)
+    redis_client.hset(keys.checkpoint(handle.id), mapping={"seq": 5, "data": b"\xc1\xff garbage", "saved_at": 1})
+    start_worker()
+    with pytest.raises(JobParked):
+        handle.result(timeout=30)
+    redis_client.delete(f"rq:job:{handle.id}")  # what RQ's failure TTL does
+    assert requeue_job(client, handle.id, restart=True) == f"job {handle.id} requeued on tests"
+    assert handle.result(timeout=30) == 10
+    assert not redis_client.zscore(keys.PARKED, handle.id)
+
+
+def test_requeue_that_cannot_rebuild_leaves_the_job_parked(client):
+    """A parked job with neither an RQ record nor kept arguments is refused, and stays parked and listed."""
+    client.store.create_job("old", "testjobs.count_items", "tests", 10)  # as older versions did: no arguments
+    _, attempt = client.store.begin_attempt("old", "w", "h")
+    client.store.park(attempt, "died 3 times")
+    with pytest.raises(NoSuchJob, match="enqueue it again"):
+        requeue_job(client, "old")
+    assert client.handle("old").status == "parked"
+    assert [job_id for job_id, _ in client.store.parked()] == ["old"]

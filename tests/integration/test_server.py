@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import psutil
 import pytest
 import redis
 
-from resilient.connection import check_reachable, connect, open_redis
+from resilient.connection import check_reachable, connect, mask_password, open_redis
 from resilient.config import Settings
 from resilient.errors import RedisUnavailable
 from resilient.server import ServerInfo, ensure_server, find_server_binary, server_status, stop_server
@@ -99,6 +100,28 @@ def test_first_use_starts_a_server_that_is_reused_and_stops(data_dir: Path) -> N
     assert server_status(data_dir) is None
     assert not (data_dir / "server.json").exists()
     assert stop_server(data_dir) is False
+
+
+def test_embedded_server_is_private_and_needs_its_password(data_dir: Path) -> None:
+    """The data dir is 0700; the server wants a generated password kept in a 0600 file, shown masked."""
+    info = ensure_server(data_dir)
+    password = (data_dir / "password").read_text().strip()
+    assert len(password) >= 32
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data_dir / "password").stat().st_mode) == 0o600
+    with redis.Redis(port=info.port) as anonymous, pytest.raises(redis.AuthenticationError):
+        anonymous.ping()
+    with redis.Redis.from_url(info.url) as client:
+        assert client.ping()
+    assert password not in (data_dir / "server.json").read_text()
+    assert password not in " ".join(psutil.Process(info.pid).cmdline())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("REDIS_URL", None)
+    for command in ("start", "status"):
+        shown = subprocess.run([sys.executable, "-m", "resilient", "--data-dir", str(data_dir), "server", command],
+                               env=env, capture_output=True, text=True, timeout=30)
+        assert shown.returncode == 0 and f"redis://:***@127.0.0.1:{info.port}/0" in shown.stdout
+        assert password not in shown.stdout + shown.stderr
 
 
 def test_data_survives_a_stop_and_restart(data_dir: Path) -> None:
@@ -212,7 +235,7 @@ def test_open_redis_without_url_uses_the_embedded_server(data_dir: Path) -> None
     client, shown = open_redis(Settings(data_dir=data_dir))
     with client:
         assert client.ping()
-    assert shown == ensure_server(data_dir).url
+    assert shown == mask_password(ensure_server(data_dir).url)
 
 
 def test_session_fixture_gives_each_test_an_empty_server(redis_client: redis.Redis) -> None:
@@ -225,3 +248,22 @@ def test_session_fixture_is_emptied_again(redis_client: redis.Redis, redis_serve
     """The next test sees an empty server again, on the same server process."""
     assert redis_client.dbsize() == 0
     assert redis_client.info("server")["process_id"] == redis_server.pid
+
+
+def test_a_reply_that_never_comes_times_out(redis_url: str, redis_client: redis.Redis,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection whose server stops answering fails with a timeout instead of hanging (reaper, clients)."""
+    from resilient import connection
+
+    monkeypatch.setattr(connection, "SOCKET_TIMEOUT", 0.5, raising=False)
+    monkeypatch.setattr(connection, "RETRIES", 0)
+    with connect(redis_url) as client:
+        client.ping()
+        redis_client.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+        try:
+            started = time.monotonic()
+            with pytest.raises(redis.TimeoutError):
+                client.get("anything")
+            assert time.monotonic() - started < 1.4
+        finally:
+            redis_client.execute_command("CLIENT", "UNPAUSE")

@@ -1,4 +1,4 @@
-"""Prometheus metrics from a worker: one kill and one preemption read 1 each, with the right labels."""
+"""Prometheus metrics from a worker: deaths counted with the right labels; files that do not pile up."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from cgroup_support import cgroups_or_skip
 import testjobs
 from conftest import wait_until
 
-pytestmark = pytest.mark.oom
 
 
 def _free_port() -> int:
@@ -29,6 +28,7 @@ def _scrape(port: int) -> str:
         return ""
 
 
+@pytest.mark.oom
 def test_kill_and_preemption_are_counted(client, start_worker, redis_url):
     """After one horse kill and one memory preemption the counters read 1 each, labelled by cause."""
     cgroups_or_skip()
@@ -49,3 +49,19 @@ def test_kill_and_preemption_are_counted(client, start_worker, redis_url):
     assert "resilient_checkpoint_save_seconds_count" in text
     assert 'rq_jobs{queue="tests",status="finished"} 2.0' in text
     assert "resilient_memory_limit_bytes" in text
+
+
+def test_metrics_files_stay_few_and_totals_count_every_job(client, start_worker, tmp_path, monkeypatch):
+    """After 10 jobs the metrics directory holds a handful of files, not 3 per job, and the totals
+    still count every job's checkpoint save."""
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(directory))
+    port = _free_port()
+    start_worker("--metrics-port", str(port))
+    handles = [testjobs.spike_once.enqueue_call((1,), client=client) for _ in range(10)]
+    assert [handle.result(timeout=60)["attempt"] for handle in handles] == [1] * 10  # one save each
+    text = wait_until(lambda: (t := _scrape(port)) and "resilient_checkpoint_save_seconds_count 10.0" in t and t,
+                      what="10 saves counted")
+    wait_until(lambda: len(list(directory.iterdir())) <= 4, what="the horses' files to be folded away")
+    assert "resilient_worker_rss_bytes" in text and 'pid="' not in text

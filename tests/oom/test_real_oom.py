@@ -151,3 +151,20 @@ def test_group_of_a_killed_worker_is_cleaned_up_by_the_next(memory_worker):
     assert group.path.exists()
     memory_worker()
     wait_until(lambda: not group.path.exists(), what="the stale group to be removed")
+
+
+def test_worker_starts_when_a_dead_workers_group_cannot_be_removed(memory_worker, client, redis_url):
+    """A dead worker's group that cannot be removed (it has a child group) is logged; the worker starts."""
+    parent = cgroups_or_skip()
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait(10)
+    stuck = parent.path / f"resilient-worker-{gone.pid}"
+    (stuck / "inner").mkdir(parents=True)
+    try:
+        worker, _ = memory_worker()
+        handle = testjobs.count_items.enqueue_call((redis_url, 3, 0.0), client=client)
+        assert handle.result(timeout=30) == 3
+        assert "cannot remove the cgroup of a dead worker" in worker.output()
+    finally:
+        (stuck / "inner").rmdir()
+        stuck.rmdir()

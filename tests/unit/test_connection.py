@@ -1,0 +1,20 @@
+"""What a URL shows when printed: never any part of its password."""
+
+from __future__ import annotations
+
+import pytest
+
+from resilient.connection import mask_password
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://u:p@ss@host:6379/0", "redis://u:***@host:6379/0"),
+    ("redis://:secret@host:6379/0", "redis://:***@host:6379/0"),
+    ("redis://:pa/ss@host/0", "redis://:***@host/0"),
+    ("redis://host:6379/0?password=secret&db=1", "redis://host:6379/0?password=***&db=1"),
+    ("redis://user@host:6379/0", "redis://user@host:6379/0"),
+    ("unix://:secret@/run/redis.sock?db=0", "unix://:***@/run/redis.sock?db=0"),
+])
+def test_printed_urls_hide_the_whole_password(url: str, shown: str) -> None:
+    """A raw '@' or '/' inside a password does not let its tail through to logs and messages."""
+    assert mask_password(url) == shown
