@@ -61,7 +61,9 @@ class Client:
                 pipe.multi()
                 self.store.create_job(job_id, spec.name, options.queue, options.max_attempts,
                                       options.max_deaths_without_progress, pipeline=pipe,
-                                      call={"args": list(args), "kwargs": kwargs, "timeout": options.timeout})
+                                      call={"args": list(args), "kwargs": kwargs, "timeout": options.timeout},
+                                      max_mem_stuck=options.max_memory_deaths_at_same_checkpoint,
+                                      on_oom_queue=options.on_oom_queue)
                 queue.enqueue_job(rq_job, pipeline=pipe)
                 pipe.execute()
         except redis.WatchError:

@@ -116,7 +116,7 @@ def describe(death: Death) -> str:
         Cause.OOM_SELF: "stopped by its governor at the critical memory line",
         Cause.KILLED: "killed with SIGKILL (no OOM evidence)",
         Cause.STALLED: "stopped by the worker: no checkpoint within the stall timeout (hung?)",
-        Cause.LOST: "lost: its worker stopped renewing the lease",
+        Cause.LOST: "lost: its worker stopped renewing the lease (the whole worker or its container gone?)",
         Cause.STALE: "superseded by a newer attempt",
     }.get(death.cause, f"crashed ({death.cause})")
     facts = []

@@ -153,12 +153,11 @@ class DeathCount:
 
 @dataclass(frozen=True)
 class Claim:
-    """A lost attempt taken over by a reaper: requeued under a new epoch, or parked (`parked_reason`)."""
+    """A lost attempt a reaper took over: its `lost` death is recorded and counted, and the job is held
+    under `attempt` (a new epoch) until the reaper settles it by the job's `rules`."""
 
-    job_id: str
-    epoch: int
-    stuck: int
-    attempt: int
+    attempt: Attempt
+    death: Death
+    count: DeathCount
     queue: str
-    seq: int
-    parked_reason: str
+    rules: JobOptions

@@ -82,28 +82,40 @@ redis.call('ZREM', KEYS[4], ARGV[6])
 return 'OK'
 """
 
-# ARGV: epoch, cause, evidence (msgpack), now, counts toward the poison cap (0/1), is a memory death (0/1),
-# events cap, peak rss
-DEATH = _FENCE + _NAMES + """
-local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-local function bump(counter, at_seq)
-  local last = tonumber(redis.call('HGET', KEYS[1], at_seq) or '-1')
-  redis.call('HSET', KEYS[1], at_seq, seq)
-  if seq ~= last then redis.call('HSET', KEYS[1], counter, 1); return 1 end
-  return redis.call('HINCRBY', KEYS[1], counter, 1)
+# Records a death in the job's hash and timeline and counts it: `stuck` counts deaths that count toward the
+# cap and `mem_stuck` memory deaths, each restarting at 1 when the checkpoint seq has moved. Shared by
+# DEATH (a worker judged its horse's end) and CLAIM (a reaper found a lease expired); the decision that
+# follows is Python's (deaths.decide), for both alike.
+_RECORD_DEATH = """
+local function record_death(job_key, events_key, job_id, epoch, cause, evidence, now, counts, memory, cap, rss)
+  local seq = tonumber(redis.call('HGET', job_key, 'seq') or '0')
+  local function bump(counter, at_seq)
+    local last = tonumber(redis.call('HGET', job_key, at_seq) or '-1')
+    redis.call('HSET', job_key, at_seq, seq)
+    if seq ~= last then redis.call('HSET', job_key, counter, 1); return 1 end
+    return redis.call('HINCRBY', job_key, counter, 1)
+  end
+  local stuck = tonumber(redis.call('HGET', job_key, 'stuck') or '0')
+  local mem_stuck = tonumber(redis.call('HGET', job_key, 'mem_stuck') or '0')
+  if counts == '1' then stuck = bump('stuck', 'stuck_seq') end
+  if memory == '1' then mem_stuck = bump('mem_stuck', 'mem_seq') end
+  local peak = tonumber(redis.call('HGET', job_key, 'peak_rss') or '0')
+  if tonumber(rss) > peak then redis.call('HSET', job_key, 'peak_rss', rss) end
+  redis.call('HSET', job_key, 'last_death', evidence)
+  redis.call('HINCRBY', job_key, 'deaths', 1)
+  redis.call('XADD', events_key, 'MAXLEN', '~', cap, '*', 'type', 'died', 'at', now, 'epoch', epoch,
+    'cause', cause, 'seq', seq, 'evidence', evidence)
+  redis.call('XADD', DEATHS, 'MAXLEN', '~', 200, '*', 'job_id', job_id, 'cause', cause, 'at', now)
+  return {stuck, mem_stuck, seq, tonumber(redis.call('HGET', job_key, 'attempt'))}
 end
-local stuck = tonumber(redis.call('HGET', KEYS[1], 'stuck') or '0')
-local mem_stuck = tonumber(redis.call('HGET', KEYS[1], 'mem_stuck') or '0')
-if ARGV[5] == '1' then stuck = bump('stuck', 'stuck_seq') end
-if ARGV[6] == '1' then mem_stuck = bump('mem_stuck', 'mem_seq') end
-local peak = tonumber(redis.call('HGET', KEYS[1], 'peak_rss') or '0')
-if tonumber(ARGV[8]) > peak then redis.call('HSET', KEYS[1], 'peak_rss', ARGV[8]) end
-redis.call('HSET', KEYS[1], 'last_death', ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'deaths', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'type', 'died', 'at', ARGV[4], 'epoch', ARGV[1],
-  'cause', ARGV[2], 'seq', seq, 'evidence', ARGV[3])
-redis.call('XADD', DEATHS, 'MAXLEN', '~', 200, '*', 'job_id', ARGV[9], 'cause', ARGV[2], 'at', ARGV[4])
-return {'OK', stuck, mem_stuck, seq, tonumber(redis.call('HGET', KEYS[1], 'attempt'))}
+"""
+
+# ARGV: epoch, cause, evidence (msgpack), now, counts toward the poison cap (0/1), is a memory death (0/1),
+# events cap, peak rss, job id
+DEATH = _FENCE + _NAMES + _RECORD_DEATH + """
+local counted = record_death(KEYS[1], KEYS[2], ARGV[9], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
+  ARGV[7], ARGV[8])
+return {'OK', counted[1], counted[2], counted[3], counted[4]}
 """
 
 # ARGV: epoch, now, reason, queue, events cap, rerouted (0/1), job id, delay ms
@@ -176,47 +188,27 @@ local times = redis.call('HMGET', KEYS[1], 'saved_at', 'started_at')
 return math.max(tonumber(times[1] or '0'), tonumber(times[2] or '0'))
 """
 
-# A lease past its deadline: the attempt is lost (worker or container gone, or paused). One caller wins:
-# it bumps the epoch (fencing the old attempt out) and gets the job back as 'queued', or 'parked' when the
-# job died too often without progress. ARGV: job id, now, events cap.
-CLAIM = _PUSH_BACK + """
+# A lease past its deadline: the attempt is lost (worker or container gone, or paused). One caller wins: it
+# bumps the epoch (fencing the old attempt out), records a `lost` death, and holds the lease itself under the
+# new epoch (if it dies before it settles the job, the next reaper claims it again). The caller then decides
+# with the same rules as for any death, from the rule parameters stored with the job, and requeues or parks
+# under that epoch. ARGV: job id, now, events cap, lease ms.
+CLAIM = _NAMES + _RECORD_DEATH + """
 local deadline = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if not deadline or tonumber(deadline) > tonumber(ARGV[2]) then return false end
-redis.call('ZREM', KEYS[3], ARGV[1])
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return false end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  return false
+end
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-local last = tonumber(redis.call('HGET', KEYS[1], 'stuck_seq') or '-1')
-local stuck = 1
-if seq == last then stuck = redis.call('HINCRBY', KEYS[1], 'stuck', 1) else redis.call('HSET', KEYS[1], 'stuck', 1) end
-redis.call('HSET', KEYS[1], 'stuck_seq', seq)
-local job = redis.call('HMGET', KEYS[1], 'worker', 'host', 'attempt', 'max_attempts', 'max_stuck', 'queue')
+local job = redis.call('HMGET', KEYS[1], 'worker', 'host', 'seq', 'queue', 'max_attempts', 'max_stuck',
+  'max_mem_stuck', 'on_oom_queue')
 local evidence = cmsgpack.pack({cause = 'lost', worker = job[1], host = job[2], lease_deadline = tonumber(deadline),
-  detected_at = tonumber(ARGV[2]), seq = seq})
-redis.call('HSET', KEYS[1], 'last_death', evidence)
-redis.call('HINCRBY', KEYS[1], 'deaths', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'died', 'at', ARGV[2], 'epoch', epoch - 1,
-  'cause', 'lost', 'seq', seq, 'evidence', evidence)
-redis.call('XADD', DEATHS, 'MAXLEN', '~', 200, '*', 'job_id', ARGV[1], 'cause', 'lost', 'at', ARGV[2])
-local attempt, max_attempts, max_stuck = tonumber(job[3]), tonumber(job[4]), tonumber(job[5] or '3')
-local reason = false
-if stuck >= max_stuck then
-  reason = 'lost ' .. stuck .. ' times at checkpoint ' .. seq .. ' without progress (its worker died each time: ' ..
-    'look for the whole container being killed)'
-elseif attempt >= max_attempts then
-  reason = 'gave up after ' .. attempt .. ' attempts (max_attempts); last: lost'
-end
-if reason then
-  redis.call('HSET', KEYS[1], 'status', 'parked', 'parked_reason', reason, 'finished_at', ARGV[2])
-  redis.call('ZADD', KEYS[4], ARGV[2], ARGV[1])
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'parked', 'at', ARGV[2], 'parked_reason', reason)
-else
-  redis.call('HSET', KEYS[1], 'status', 'queued')
-  push_back(ARGV[1], job[6], 0, ARGV[2])
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'requeued', 'at', ARGV[2], 'from_seq', seq,
-    'reason', 'lost', 'queue', job[6], 'delay_ms', 0)
-end
-return {epoch, stuck, attempt, job[6], seq, reason}
+  detected_at = tonumber(ARGV[2]), seq = tonumber(job[3] or '0')})
+local counted = record_death(KEYS[1], KEYS[2], ARGV[1], epoch - 1, 'lost', evidence, ARGV[2], '1', '0', ARGV[3], '0')
+redis.call('ZADD', KEYS[3], tonumber(ARGV[2]) + tonumber(ARGV[4]), ARGV[1])  -- ARGV[2]: the server's now
+return {epoch, counted[1], counted[2], counted[3], counted[4], evidence, job[4], job[5], job[6] or '3',
+  job[7] or '2', job[8] or ''}
 """
 
 # An operator's requeue, in one step: new epoch (fences out anything still running), counters reset, more

@@ -10,7 +10,7 @@ import redis
 from . import keys
 from .codec import decode, encode
 from .errors import CorruptCheckpoint
-from .model import Attempt, Checkpoint, Claim, DeathCount
+from .model import Attempt, Cause, Checkpoint, Claim, Death, DeathCount, JobOptions
 from .scripts import (BEGIN, CLAIM, DEATH, FINISH, PROMOTE, REFUSE, RELEASE, RENEW, REQUEUE, RESCUE, SAVE,
                       SET_FIELDS, STALE)
 
@@ -46,12 +46,17 @@ class Store:
 
     # --- enqueue side -------------------------------------------------------------------------
     def create_job(self, job_id: str, name: str, queue: str, max_attempts: int, max_stuck: int = 3,
-                   pipeline: Any = None, call: dict[str, Any] | None = None) -> None:
-        """`call` ({args, kwargs, timeout}) is kept so that RQ's record can be rebuilt once it expired."""
+                   pipeline: Any = None, call: dict[str, Any] | None = None, max_mem_stuck: int = 2,
+                   on_oom_queue: str | None = None) -> None:
+        """`call` ({args, kwargs, timeout}) is kept so that RQ's record can be rebuilt once it expired; the
+        retry rules are kept so that a reaper judges a lost attempt by the job's own rules."""
         at = now_ms()
         pipe = pipeline if pipeline is not None else self.r.pipeline()
         fields = {"name": name, "queue": queue, "status": "queued", "epoch": 0, "attempt": 0, "seq": 0,
-                  "max_attempts": max_attempts, "max_stuck": max_stuck, "enqueued_at": at, "deaths": 0}
+                  "max_attempts": max_attempts, "max_stuck": max_stuck, "max_mem_stuck": max_mem_stuck,
+                  "enqueued_at": at, "deaths": 0}
+        if on_oom_queue:
+            fields["on_oom_queue"] = on_oom_queue
         if call is not None:
             fields["call"] = encode(call)
         pipe.hset(keys.job(job_id), mapping=fields)
@@ -183,16 +188,19 @@ class Store:
         """Job ids whose lease deadline has passed (cost grows with what expired, not with all jobs)."""
         return [_text(m) for m in self.r.zrangebyscore(keys.LEASES, "-inf", at_ms, start=0, num=limit)]
 
-    def claim_lost(self, job_id: str, at_ms: int) -> "Claim | None":
-        """Take over an expired attempt (one caller wins): the job is back at the front of its queue, or
-        parked when it keeps getting lost without progress. None when the lease is not expired or gone."""
-        reply = self._claim(keys=[keys.job(job_id), keys.events(job_id), keys.LEASES, keys.PARKED],
-                            args=[job_id, at_ms, self.event_history])
+    def claim_lost(self, job_id: str, at_ms: int) -> Claim | None:
+        """Take over an expired attempt (one caller wins) and record its `lost` death; the caller settles
+        the job (attempt.settle). None when the lease is not expired, or gone."""
+        reply = self._claim(keys=[keys.job(job_id), keys.events(job_id), keys.LEASES],
+                            args=[job_id, at_ms, self.event_history, self.lease_ms])
         if not reply:
             return None
-        epoch, stuck, attempt, queue, seq, reason = reply
-        return Claim(job_id, int(epoch), int(stuck), int(attempt), _text(queue), int(seq),
-                     _text(reason) if reason else "")
+        epoch, stuck, mem_stuck, seq, attempt, evidence, queue, max_attempts, max_stuck, max_mem, oom_queue = reply
+        rules = JobOptions(queue=_text(queue), max_attempts=int(max_attempts), max_deaths_without_progress=int(max_stuck),
+                           max_memory_deaths_at_same_checkpoint=int(max_mem), on_oom_queue=_text(oom_queue) or None)
+        return Claim(Attempt(job_id, int(epoch), int(attempt), None),
+                     Death(Cause.LOST, self._decode_record(evidence, job_id)),
+                     DeathCount(int(stuck), int(mem_stuck), int(seq), int(attempt)), _text(queue), rules)
 
     def drop_checkpoint(self, job_id: str) -> None:
         self.r.delete(keys.checkpoint(job_id))

@@ -14,12 +14,14 @@ from typing import Any
 import redis
 from rq.registry import StartedJobRegistry
 
-from . import health, keys, metrics
+from . import deaths, health, keys, metrics
+from .attempt import settle
 from .config import Settings
 from .connection import open_redis, resolve_url, wait_for_redis
 from .procs import set_parent_death_signal
 from .rqjob import fetch_rq_job, rq_queue
-from .store import Claim, Store
+from .model import Cause, Claim
+from .store import Store
 
 log = logging.getLogger("resilient.supervisor")
 REAP_INTERVAL = 0.5  # seconds between two looks at the leases: detection within lease_ttl + this
@@ -62,17 +64,20 @@ class Reaper:
         return at_ms - self._visible_since >= self.lease_ttl * 1000
 
     def _after_claim(self, claim: Claim) -> None:
-        """RQ's side of a takeover: out of the started registry; a parked job goes to RQ's failed registry."""
-        _forget_started(self.connection, claim)
-        if not claim.parked_reason:
-            log.info("job %s: lease expired (worker gone); requeued from checkpoint %d", claim.job_id, claim.seq)
-            metrics.death("lost")
+        """Decide by the job's own rules, as for any death (a lost job goes back at once), and settle it;
+        then RQ's side: out of the started registry, and into RQ's failed registry when parked."""
+        decision = deaths.decide(claim.death, claim.count, claim.rules, claim.queue)
+        metrics.death(Cause.LOST)
+        if not settle(self.store, claim.attempt, claim.death, decision):
             return
-        log.warning("job %s parked: %s", claim.job_id, claim.parked_reason)
-        job = fetch_rq_job(claim.job_id, self.connection)
+        job_id = claim.attempt.job_id
+        _forget_started(self.connection, job_id, claim.queue)
+        if decision.action != "park":
+            return
+        job = fetch_rq_job(job_id, self.connection)
         if job is not None:
             queue = rq_queue(claim.queue, self.connection)
-            queue.failed_job_registry.add(job, ttl=self.result_ttl, exc_string=f"parked: {claim.parked_reason}")
+            queue.failed_job_registry.add(job, ttl=self.result_ttl, exc_string=f"parked: {decision.reason}")
 
     def _rescue_stranded(self) -> None:
         """A worker that died right after taking a job off its queue leaves the id in RQ's intermediate
@@ -106,9 +111,9 @@ class Reaper:
             stop.wait(interval)
 
 
-def _forget_started(connection: redis.Redis, claim: Claim) -> None:
-    registry = StartedJobRegistry(claim.queue, connection=connection)
-    members = [m for m in connection.zrange(registry.key, 0, -1) if m.decode().split(":", 1)[0] == claim.job_id]
+def _forget_started(connection: redis.Redis, job_id: str, queue: str) -> None:
+    registry = StartedJobRegistry(queue, connection=connection)
+    members = [m for m in connection.zrange(registry.key, 0, -1) if m.decode().split(":", 1)[0] == job_id]
     if members:
         connection.zrem(registry.key, *members)
 

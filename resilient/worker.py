@@ -23,6 +23,7 @@ from . import deaths, health, keys, logs, metrics
 from .codec import MsgpackSerializer, encode_state
 from .config import Settings, format_size
 from .connection import REDIS_AWAY
+from .attempt import settle
 from .context import Context
 from .errors import BadQueueEntry, CorruptCheckpoint, Preempted, StaleAttempt, UnknownJob
 from .memory_history import MemoryHistory
@@ -334,29 +335,19 @@ class ResilientWorker(Worker):
 
     def _settle(self, job: ResilientJob, queue: Queue, started_job_registry: Any, execution: Execution | None,
                 death: Death, decision: Decision | None) -> None:
-        """After a judged death: drop a superseded attempt, park the job, or requeue it."""
-        if decision is None:  # superseded: another attempt owns the job now
-            self._forget_execution(job, execution)
-        elif decision.action == "park":
-            assert self._attempt is not None
-            self.store.park(self._attempt, decision.reason)
+        """After a judged death: park or requeue the job (attempt.settle), then RQ's side of it: a parked
+        job goes to RQ's failed registry; a requeued or superseded one leaves only its execution record."""
+        assert self._attempt is not None
+        settled = decision is not None and settle(self.store, self._attempt, death, decision)
+        if settled and decision is not None and decision.action == "park":
             super().handle_job_failure(job, queue, started_job_registry, f"parked: {decision.reason}", execution)
         else:
-            self._requeue(job, queue, execution, death, decision)
+            self._forget_execution(job, execution)
 
     def _forget_execution(self, job: ResilientJob, execution: Execution | None) -> None:
         with self.connection.pipeline() as pipe:
             self.cleanup_execution(job, pipeline=pipe, execution=execution)
             pipe.execute()
-
-    def _requeue(self, job: ResilientJob, queue: Queue, execution: Execution | None, death: Death,
-                 decision: Decision) -> None:
-        """Same job id, next attempt, at the front of its queue (now, or after a backoff delay): it resumes
-        from its checkpoint. Status, lease and queue entry change in one step."""
-        assert self._attempt is not None
-        self.store.mark_requeued(self._attempt, death.cause, decision.queue, decision.rerouted, decision.delay)
-        self._forget_execution(job, execution)
-        log.info("job %s requeued on %s in %.1f s (%s)", job.id, decision.queue, decision.delay, decision.reason)
 
     # --- memory pressure: take no new job while the worker's memory is under pressure ---------------
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
@@ -488,12 +479,7 @@ class ResilientWorker(Worker):
             _, status, rusage = self.wait_for_horse()
             self._horse_pid = 0
             death, decision = self._judge(job, pid, status or 0, rusage)
-            if decision is not None and decision.action == "requeue":
-                self._requeue(job, queue, self._execution, death, decision)
-            elif decision is not None and self._attempt is not None:
-                self.store.park(self._attempt, decision.reason)
-                self._forget_execution(job, self._execution)
-                self._fail_in_rq(job, queue, f"parked: {decision.reason}")
+            self._settle(job, queue, queue.started_job_registry, self._execution, death, decision)
         raise SystemExit(0)
 
 

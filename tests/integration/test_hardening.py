@@ -110,7 +110,7 @@ def test_a_reaper_that_lost_sight_of_redis_waits_a_lease_period_before_claiming(
         assert ensure_server(tmp_path / "redis").url == info.url
         at = client.store.server_ms() + 60_000  # the lease is long past its deadline
         assert reaper.reap_once(at) == [], "claimed a job the moment Redis came back"
-        assert [claim.job_id for claim in reaper.reap_once(at + 2_000)] == ["outage"]
+        assert [claim.attempt.job_id for claim in reaper.reap_once(at + 2_000)] == ["outage"]
     finally:
         stop_server(tmp_path / "redis")
 

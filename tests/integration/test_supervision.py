@@ -61,7 +61,7 @@ def test_two_reapers_requeue_each_lost_job_exactly_once(client, redis_url, redis
         thread.start()
     for thread in threads:
         thread.join(30)
-    claimed = [c.job_id for c in claims[0] + claims[1]]
+    claimed = [c.attempt.job_id for c in claims[0] + claims[1]]
     assert sorted(claimed) == sorted(f"lost-{i}" for i in range(100))
     queue_entries = [e.decode() for e in redis_client.lrange("rq:queue:tests", 0, -1)]
     assert sorted(queue_entries) == sorted(claimed)
@@ -160,3 +160,18 @@ def test_unhandled_error_ends_the_worker_with_a_failure_code(start_worker, redis
     redis_client.set("rq:queue:tests", "not a list")
     worker = start_worker()
     assert worker.proc.wait(timeout=30) != 0
+
+
+def test_a_lost_job_is_judged_by_the_same_rules_as_any_death(client, redis_url):
+    """The reaper decides with deaths.decide and the rules stored with the job: lost twice without progress
+    under max_deaths_without_progress=2 parks it, with the same diagnosis a killed job gets."""
+    client.store.create_job("lost-twice", "testjobs.side_effect", "tests", 10, max_stuck=2)
+    reaper = Reaper(connect(redis_url), Settings(redis_url=redis_url))
+    at = now_ms() + 60_000
+    for n in (1, 2):
+        client.store.begin_attempt("lost-twice", "gone-worker", "gone-host")
+        (claim,) = reaper.reap_once(at * n)
+        assert claim.death.cause == "lost" and claim.count.stuck == n
+    fields = client.store.job_fields("lost-twice")
+    assert fields["status"] == "parked"
+    assert fields["parked_reason"].startswith("died 2 times at checkpoint 0 without progress (last: lost")
