@@ -14,7 +14,9 @@ if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 'STALE' end
 local fenced_status = redis.call('HGET', KEYS[1], 'status')
 if fenced_status == 'completed' or fenced_status == 'failed' or fenced_status == 'parked' then return 'STALE' end
 """
-# Lease deadlines use the server's clock, so hosts with skewed clocks agree on what has expired.
+# The clock seam: whatever is compared across hosts (lease deadlines, when a delayed retry is due) is the
+# Redis server's clock, here and in Store.server_ms(), so hosts with skewed clocks agree. Host clocks only
+# stamp events for display, and time what one host compares with itself (the stall watchdog).
 _SERVER_MS = """
 local function server_ms()
   local t = redis.call('TIME')
@@ -119,12 +121,12 @@ return {'OK', counted[1], counted[2], counted[3], counted[4]}
 """
 
 # ARGV: epoch, now, reason, queue, events cap, rerouted (0/1), job id, delay ms
-REQUEUE = _FENCE + _PUSH_BACK + """
+REQUEUE = _FENCE + _SERVER_MS + _PUSH_BACK + """
 if fenced_status ~= 'running' then return 'STALE' end  -- requeued already: a retried call pushes nothing twice
 redis.call('HSET', KEYS[1], 'status', 'queued', 'queue', ARGV[4])
 redis.call('ZREM', KEYS[3], ARGV[7])
 if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'mem_stuck', 0); redis.call('HDEL', KEYS[1], 'mem_seq') end
-push_back(ARGV[7], ARGV[4], ARGV[8], ARGV[2])
+push_back(ARGV[7], ARGV[4], ARGV[8], server_ms())
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'type', 'requeued', 'at', ARGV[2],
   'from_seq', redis.call('HGET', KEYS[1], 'seq') or '0', 'reason', ARGV[3], 'queue', ARGV[4],
   'delay_ms', ARGV[8])
@@ -132,13 +134,14 @@ return 'OK'
 """
 
 # Delayed retries whose time has come go back to their queue; any caller may run it, each job moves once.
-PROMOTE = _PUSH_BACK + """
-local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', ARGV[1], 'LIMIT', 0, 100)
+PROMOTE = _SERVER_MS + _PUSH_BACK + """
+local now = ARGV[1] ~= '' and tonumber(ARGV[1]) or server_ms()
+local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'LIMIT', 0, 100)
 for _, job_id in ipairs(due) do
   redis.call('ZREM', DELAYED, job_id)
   local queue = redis.call('HGET', job_key(job_id), 'queue')
   if queue and redis.call('HGET', job_key(job_id), 'status') == 'queued' then
-    push_back(job_id, queue, 0, ARGV[1])
+    push_back(job_id, queue, 0, now)
   end
 end
 return #due

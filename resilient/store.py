@@ -158,8 +158,9 @@ class Store:
         return _text(reply) != STALE
 
     def promote_due(self, at_ms: int | None = None) -> int:
-        """Move delayed retries whose time has come into their queues; how many were due."""
-        return int(self._promote(args=[now_ms() if at_ms is None else at_ms]))
+        """Move delayed retries whose time has come (by the server's clock, or `at_ms` in it) into their
+        queues; how many were due."""
+        return int(self._promote(args=["" if at_ms is None else at_ms]))
 
     def rescue_stranded(self, job_id: str, queue: str) -> bool:
         return bool(self._rescue(args=[job_id, queue]))
