@@ -1,4 +1,5 @@
-"""Settings: the only place that reads the environment."""
+"""Settings: the only place that reads resilient's settings from the environment. (prometheus-client reads
+its own PROMETHEUS_MULTIPROC_DIR, which metrics.py sets for it.)"""
 
 from __future__ import annotations
 
@@ -111,6 +112,13 @@ class Settings:
         if self.checkpoint_history < 1:
             raise ConfigError("checkpoint_history must be at least 1")
         return self
+
+
+def configured_health_dir() -> Path | None:
+    """RESILIENT_HEALTH_DIR: where local workers and supervisors tick for `resilient health`. Read apart from
+    Settings because every loop tick needs it, including before any Settings exist."""
+    raw = os.environ.get("RESILIENT_HEALTH_DIR")
+    return Path(raw) if raw else None
 
 
 def _read(field: str, read: Any, raw: str) -> Any:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from .config import Settings
+from .config import Settings, configured_health_dir
 from .errors import ConfigError
 
 MAX_AGE = 30.0  # seconds since a worker's last loop tick before it counts as stuck
@@ -19,8 +19,7 @@ WAITING = "(waiting for Redis)"  # the name a process ticks under before it has 
 
 def health_dir() -> Path:
     """RESILIENT_HEALTH_DIR, else this user's own directory under the temp dir."""
-    default = Path(tempfile.gettempdir()) / f"resilient-health-{os.getuid()}"
-    return Path(os.environ.get("RESILIENT_HEALTH_DIR") or default)
+    return configured_health_dir() or Path(tempfile.gettempdir()) / f"resilient-health-{os.getuid()}"
 
 
 def _private_dir() -> Path:
