@@ -77,6 +77,7 @@ class ResilientWorker(Worker):
     def ended_cleanly(self) -> bool:
         """The work loop ended because it was asked to (a signal) or ran out of work (burst). RQ ends it just
         as quietly after an unhandled exception, which must not look like a clean stop to a supervisor."""
+        # RQ private (pinned in test_rq_pins): work() returns no reason for ending; this is where it is noted
         return self._drained or self._shutdown_requested_date is not None
 
     # --- parent: one attempt --------------------------------------------------------------------
@@ -125,6 +126,7 @@ class ResilientWorker(Worker):
 
     def _own_children(self) -> set[int]:
         """Children of the parent that are not the job's: RQ's scheduler process, when it runs one."""
+        # RQ private (getattr: absent is fine): the scheduler's forked process has no public handle
         process = getattr(self.scheduler, "_process", None) if self.scheduler else None
         return {process.pid} if process is not None and process.pid else set()
 
@@ -142,6 +144,7 @@ class ResilientWorker(Worker):
             super().request_stop(signum, frame)
             return
         log.info("warm shut down requested while starting a job")
+        # RQ privates (pinned in test_rq_pins): what RQ's own request_stop sets, without its raise
         self._shutdown_requested_date = now()
         self._stop_requested = True
         signal.signal(signal.SIGINT, self.request_force_stop)
@@ -193,7 +196,8 @@ class ResilientWorker(Worker):
         die_with_parent(self.pid)
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._horse_stop_requested)
-        self.setup_work_horse_signals = lambda: None  # keep our handlers (RQ would reset SIGTERM)
+        # keep our handlers: RQ's main_work_horse resets SIGTERM through this method (no option to skip it)
+        self.setup_work_horse_signals = lambda: None
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         thresholds = self.memory.thresholds(*self._job_thresholds(self._spec)) if self._spec else None
@@ -232,7 +236,8 @@ class ResilientWorker(Worker):
 
     def _finalize_failure(self, job: ResilientJob, queue: Queue, execution: Execution,  # type: ignore[override]
                           exc_info: Any) -> None:
-        """In the horse: control-flow exceptions become exit codes; real failures follow RQ's path."""
+        """In the horse: control-flow exceptions become exit codes; real failures follow RQ's path.
+        (RQ private, pinned in test_rq_pins: the one place every exception of perform_job passes through.)"""
         exc = exc_info[1]
         if isinstance(exc, Preempted):
             os._exit(deaths.EXIT_PREEMPTED_MEMORY if exc.reason == "memory" else deaths.EXIT_PREEMPTED_SHUTDOWN)
@@ -477,7 +482,7 @@ class ResilientWorker(Worker):
             pid = self.horse_pid
             self.kill_horse()
             _, status, rusage = self.wait_for_horse()
-            self._horse_pid = 0
+            self._horse_pid = 0  # RQ private: monitor_work_horse clears it, but this wait was our own
             death, decision = self._judge(job, pid, status or 0, rusage)
             self._settle(job, queue, queue.started_job_registry, self._execution, death, decision)
         raise SystemExit(0)

@@ -1,0 +1,50 @@
+"""What resilient relies on in rq 3.x that rq does not promise publicly (private names, and behaviour the
+worker works around). An rq upgrade that changes any of it fails here first, naming the thing."""
+
+from __future__ import annotations
+
+import inspect
+import signal
+
+import pytest
+import rq
+from rq.exceptions import StopRequested
+from rq.worker import Worker
+
+
+def test_rq_is_3x():
+    assert rq.__version__.split(".")[0] == "3", "pyproject pins rq>=3.0,<4: check the pins below on an upgrade"
+
+
+def test_private_worker_state_we_read_and_set(redis_client):
+    """_stop_requested / _shutdown_requested_date (noting a stop while a job is in hand, exit code),
+    _horse_pid (cleared after a cold stop's own wait)."""
+    worker = Worker(["q"], connection=redis_client)
+    assert worker._stop_requested is False
+    assert worker._shutdown_requested_date is None
+    assert worker._horse_pid == 0
+
+
+def test_failures_in_the_horse_go_through_finalize_failure():
+    """Preempted, stale and Redis-away exits are taken in _finalize_failure, which perform_job calls for
+    every exception with (job, queue, execution, exc_info)."""
+    assert "_finalize_failure(job, queue, execution, sys.exc_info())" in inspect.getsource(Worker.perform_job)
+    assert list(inspect.signature(Worker._finalize_failure).parameters) == [
+        "self", "job", "queue", "execution", "exc_info"]
+
+
+def test_the_horse_resets_signals_through_setup_work_horse_signals():
+    """The horse keeps our SIGTERM handler by replacing this method on its instance before RQ calls it."""
+    assert "self.setup_work_horse_signals()" in inspect.getsource(Worker.main_work_horse)
+
+
+def test_an_idle_worker_raises_stop_requested_from_the_signal_handler(redis_client):
+    """Why request_stop is overridden: RQ raises wherever the signal lands unless it thinks the worker busy."""
+    worker = Worker(["q"], connection=redis_client)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with pytest.raises(StopRequested):
+            worker.request_stop(signal.SIGTERM, None)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
