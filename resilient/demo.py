@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -22,13 +21,11 @@ from .handle import JobHandle
 from .registry import import_job_modules, lookup
 
 console = Console()
-REPO = Path(__file__).resolve().parent.parent
 DEMO_JOB = "examples.squares.sum_squares"
 
 
 def run_demo(settings: Settings, items: int = 60) -> int:
     """Start server + worker, enqueue, SIGKILL the horse at ~40 %, watch it resume, check the result."""
-    sys.path.insert(0, str(REPO))
     import_job_modules(["examples.squares"])
     client = Client.from_settings(settings)
     console.print(f"[bold]1.[/bold] Redis: {client.connection.connection_pool.connection_kwargs.get('host')}:"
@@ -46,7 +43,7 @@ def run_demo(settings: Settings, items: int = 60) -> int:
 
 
 def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = dict(os.environ)
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
     log = open(settings.data_dir / "demo-worker.log", "ab")
