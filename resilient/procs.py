@@ -50,6 +50,11 @@ def end_leftovers(horse_pid: int, keep: set[int]) -> None:
     `keep` (orphans the job left, adopted by this subreaper), then reap them."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(horse_pid, signal.SIGKILL)  # RQ puts each horse in its own group
+    end_orphans(keep)
+
+
+def end_orphans(keep: set[int]) -> None:
+    """SIGKILL and reap every child of ours not in `keep`: what a subreaper adopted."""
     deadline = time.monotonic() + LEFTOVER_PATIENCE
     while strays := [child.pid for child in psutil.Process().children() if child.pid not in keep]:
         # killing one may orphan its own children to us: the loop takes them on the next pass

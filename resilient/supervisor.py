@@ -18,7 +18,7 @@ from . import deaths, health, keys, metrics
 from .attempt import settle
 from .config import Settings
 from .connection import open_redis, resolve_url, wait_for_redis
-from .procs import set_parent_death_signal
+from .procs import become_subreaper, end_orphans, set_parent_death_signal
 from .rqjob import fetch_rq_job, rq_queue
 from .model import Cause, Claim
 from .store import Store
@@ -146,6 +146,9 @@ class WorkerManager:
                 slot.process = subprocess.Popen(self.argv, env=self.env, preexec_fn=set_parent_death_signal)
                 slot.started_at = now
                 log.info("worker started (pid %d)", slot.process.pid)
+        # A worker that died whole took its horse along (PDEATHSIG), but not what the job started: as the
+        # subreaper we adopt that, and end it here.
+        end_orphans(keep=set(self.pids()))
 
     def pids(self) -> list[int]:
         return [s.process.pid for s in self.slots if s.process is not None and s.process.poll() is None]
@@ -208,6 +211,7 @@ def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers:
         # a worker left to resolve it alone could start an embedded server of its own.
         worker_url = resolve_url(settings)
         env = {**os.environ, "REDIS_URL": worker_url, "RESILIENT_REDIS_URL": worker_url}
+        become_subreaper()
         manager = WorkerManager(workers, [sys.executable, "-m", "resilient", "worker", *(worker_args or [])], env)
     log.info("supervisor on %s: reaping every %.1f s (lease ttl %.0f s)%s", url, interval, settings.lease_ttl,
              f", keeping {workers} workers" if workers else "")

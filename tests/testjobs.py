@@ -223,3 +223,13 @@ def leave_children(ctx: resilient.Context, url: str) -> int:
     if ctx.attempt == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     return ctx.attempt
+
+
+@resilient.job(queue="tests", checkpoint_every=0.2)
+def child_then_work(ctx: resilient.Context, url: str, n: int = 400) -> int:
+    """Starts a `sleep` child (logs its pid), then works through n slow items."""
+    child = subprocess.Popen(["sleep", "1000"])
+    _log(url, f"pids:{ctx.job_id}", str(child.pid))
+    for _ in ctx.iterate(range(n)):
+        time.sleep(0.01)
+    return n

@@ -175,3 +175,23 @@ def test_a_lost_job_is_judged_by_the_same_rules_as_any_death(client, redis_url):
     fields = client.store.job_fields("lost-twice")
     assert fields["status"] == "parked"
     assert fields["parked_reason"].startswith("died 2 times at checkpoint 0 without progress (last: lost")
+
+
+def test_what_a_job_started_ends_when_its_whole_worker_is_killed(client, redis_url, redis_client, tmp_path):
+    """`supervisor --workers 1`: SIGKILL the worker parent; its horse dies with it, and the child process the
+    job started (adopted by the supervisor, a subreaper) is ended too; the job resumes elsewhere."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}", "REDIS_URL": redis_url}
+    supervisor = subprocess.Popen([sys.executable, "-m", "resilient", "supervisor", "--workers", "1", "testjobs",
+                                   "--lease-ttl", "2"], env=env, cwd=tmp_path,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        handle = testjobs.child_then_work.enqueue_call((redis_url,), client=client)
+        key = f"pids:{handle.id}"
+        child = int(wait_until(lambda: redis_client.lindex(key, 0), what="the job's child"))
+        (worker,) = wait_until(lambda: _worker_pids(redis_client), what="the worker")
+        os.kill(worker, signal.SIGKILL)
+        wait_until(lambda: not _alive(child), what="the job's child to end")
+        assert handle.result(timeout=60) == 400
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(30) == 0
