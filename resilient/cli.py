@@ -73,7 +73,7 @@ def client_of(ctx: click.Context) -> Client:
 @click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True,
               help="auto: JSON unless on a terminal.")
 @click.pass_context
-def worker(ctx: click.Context, modules: tuple[str, ...], queues: tuple[str, ...], burst: bool,
+def worker(ctx: click.Context, /, modules: tuple[str, ...], queues: tuple[str, ...], burst: bool,
            name: str | None, memory_limit: str | None, log_level: str, log_format: str, reap: bool,
            metrics_port: int | None, **tuning: Any) -> None:
     """Run a worker for the jobs defined in MODULES (e.g. `resilient worker myapp.jobs`)."""

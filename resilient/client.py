@@ -55,7 +55,8 @@ class Client:
         taken = ConfigError(f"job id {job_id!r} is already used; pick another (or `resilient requeue` it)")
         try:
             with self.connection.pipeline() as pipe:
-                pipe.watch(keys.job(job_id), rq_job.key)  # another enqueue of this id, even now, writes nothing
+                # another enqueue of this id, even now, writes nothing (redis-py leaves watch untyped)
+                pipe.watch(keys.job(job_id), rq_job.key)  # type: ignore[no-untyped-call]
                 if pipe.exists(keys.job(job_id), rq_job.key):
                     raise taken
                 pipe.multi()

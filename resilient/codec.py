@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import zlib
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
@@ -19,7 +19,7 @@ _packer_options = {"use_bin_type": True, "datetime": False}
 
 def encode(value: Any) -> bytes:
     """msgpack bytes of `value`; TypeError/OverflowError/ValueError when it holds something msgpack can't."""
-    return msgpack.packb(value, **_packer_options)
+    return cast(bytes, msgpack.packb(value, **_packer_options))
 
 
 def encode_state(state: Any, max_bytes: int = DEFAULT_MAX_BYTES, what: str = "state") -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from itertools import islice
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sized, cast
 
 from . import metrics
 from .codec import decode, encode_state
@@ -103,7 +103,7 @@ class Context:
         re-iterable and deterministic: a list, a range, a sorted listing)."""
         state = self._state if isinstance(self._state, dict) else {}
         position = int(state.get("position", 0))
-        total = len(iterable) if hasattr(iterable, "__len__") else None
+        total = len(cast(Sized, iterable)) if hasattr(iterable, "__len__") else None
         for item in islice(iterable, position, None):
             yield item
             position += 1

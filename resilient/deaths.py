@@ -66,7 +66,8 @@ def backoff(deaths_in_a_row: int, base: float, cap: float, rng: random.Random | 
     """Exponential backoff with jitter: base, 2 base, 4 base ... up to cap, each scaled by 0.5-1.0."""
     if base <= 0 or deaths_in_a_row < 1:
         return 0.0
-    return min(cap, base * 2 ** (deaths_in_a_row - 1)) * (rng or random).uniform(0.5, 1.0)
+    delay: float = min(cap, base * 2 ** (deaths_in_a_row - 1))
+    return delay * (rng.uniform(0.5, 1.0) if rng else random.uniform(0.5, 1.0))
 
 
 def decide(death: Death, count: DeathCount, options: JobOptions, queue: str, backoff_base: float = 0.0,
@@ -98,8 +99,10 @@ def peak_rss(evidence: dict[str, Any]) -> int:
 def memory_diagnosis(death: Death, count: DeathCount) -> str:
     ev = death.evidence
     peak = peak_rss(ev)
-    what = {Cause.PREEMPTED_MEMORY: "preempted for memory", Cause.OOM_KERNEL: "OOM-killed by the kernel",
-            Cause.OOM_SELF: "stopped at the critical memory line"}[death.cause]
+    whats: dict[str, str] = {Cause.PREEMPTED_MEMORY: "preempted for memory",
+                             Cause.OOM_KERNEL: "OOM-killed by the kernel",
+                             Cause.OOM_SELF: "stopped at the critical memory line"}
+    what = whats[death.cause]
     return (f"{what} {count.memory_stuck} times at checkpoint {count.seq}, peak RSS {format_size(peak)} "
             f"of {format_size(ev.get('limit'))} limit ({ev.get('limit_source', 'unknown source')}): it cannot "
             "finish within this limit; give it more memory, smaller batches, or an on_oom_queue")
@@ -108,7 +111,7 @@ def memory_diagnosis(death: Death, count: DeathCount) -> str:
 def describe(death: Death) -> str:
     """One plain sentence about a death, for people."""
     ev = death.evidence
-    words = {
+    sentences: dict[str, str] = {
         Cause.PREEMPTED_MEMORY: "stepped aside at a checkpoint because memory reached the hard line",
         Cause.PREEMPTED_SHUTDOWN: "stepped aside because the worker was shutting down",
         Cause.PREEMPTED_REDIS: "stepped aside because Redis could not take its writes (unreachable, full or read-only)",
@@ -118,7 +121,8 @@ def describe(death: Death) -> str:
         Cause.STALLED: "stopped by the worker: no checkpoint within the stall timeout (hung?)",
         Cause.LOST: "lost: its worker stopped renewing the lease (the whole worker or its container gone?)",
         Cause.STALE: "superseded by a newer attempt",
-    }.get(death.cause, f"crashed ({death.cause})")
+    }
+    words = sentences.get(death.cause, f"crashed ({death.cause})")
     facts = []
     peak = peak_rss(ev)
     if peak:

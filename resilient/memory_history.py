@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, cast
 
 from . import keys
-from .store import Attempt, Store, now_ms
+from .model import Attempt
+from .store import Store, StreamEntries, now_ms
 
 log = logging.getLogger("resilient.memory")
 INTERVAL = 1.0
@@ -43,7 +44,7 @@ def series(store: Store, job_id: str, attempts: int) -> list[dict[str, Any]]:
     """Every sample of every attempt, oldest first: {at, rss, level, attempt}."""
     samples = []
     for attempt in range(1, attempts + 1):
-        for _, fields in store.r.xrange(keys.memory(job_id, attempt)):
+        for _, fields in cast(StreamEntries, store.r.xrange(keys.memory(job_id, attempt))):
             samples.append({"at": int(fields[b"at"]), "rss": int(fields[b"rss"]),
                             "level": fields[b"level"].decode(), "attempt": attempt})
     return samples

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 from rq.queue import Queue
@@ -45,13 +45,14 @@ def status(connection: redis.Redis, store: Store) -> dict[str, Any]:
 
 def _delayed(connection: redis.Redis, queue: str) -> int:
     """Retries waiting out their backoff for this queue."""
-    ids = [i.decode() for i in connection.zrange(keys.DELAYED, 0, -1)]
+    ids = [i.decode() for i in cast(list[bytes], connection.zrange(keys.DELAYED, 0, -1))]
     return sum(connection.hget(keys.job(i), "queue") == queue.encode() for i in ids)
 
 
 def worker_memory(connection: redis.Redis, name: str) -> dict[str, Any]:
     """What the worker last published: usage (RSS of its group) against its limit L, and the level."""
-    raw = {k.decode(): v.decode() for k, v in connection.hgetall(keys.worker_status(name)).items()}
+    status = cast(dict[bytes, bytes], connection.hgetall(keys.worker_status(name)))
+    raw = {k.decode(): v.decode() for k, v in status.items()}
     if not raw:
         return {"rss": None, "limit": None, "limit_source": None, "level": None, "soft": None, "hard": None}
     return {"rss": int(raw["rss"]), "limit": int(raw["limit"]), "limit_source": raw["limit_source"],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import redis
 from rq.job import Job
@@ -103,6 +103,7 @@ def rebuild_rq_job(job_id: str, name: str, queue: str, call: dict[str, Any], con
 
 def fetch_rq_job(job_id: str, connection: redis.Redis) -> ResilientJob | None:
     try:
-        return ResilientJob.fetch(job_id, connection=connection, serializer=MsgpackSerializer)
+        job = ResilientJob.fetch(job_id, connection=connection, serializer=MsgpackSerializer)
+        return cast(ResilientJob, job)  # RQ's fetch is typed as returning Job; it builds an instance of cls
     except Exception:  # missing, expired or corrupt: callers report what our own keys say
         return None

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from . import keys
 from .codec import decode, encode
 from .errors import CorruptCheckpoint
 from .model import Attempt, Cause, Checkpoint, Claim, Death, DeathCount, JobOptions
 from .scripts import (BEGIN, CLAIM, DEATH, FINISH, PROMOTE, REFUSE, RELEASE, RENEW, REQUEUE, RESCUE, SAVE,
-                      SET_FIELDS, STALE)
+                      SET_FIELDS)
+from .scripts import STALE as STALE  # re-exported: the context compares script replies with it
 
 
 _BINARY_FIELDS = {b"result", b"last_death", b"call"}  # msgpack, not text
+# A stream's entries as our clients (decode_responses=False) return them; redis-py types them more broadly.
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 def now_ms() -> int:
@@ -52,9 +56,10 @@ class Store:
         retry rules are kept so that a reaper judges a lost attempt by the job's own rules."""
         at = now_ms()
         pipe = pipeline if pipeline is not None else self.r.pipeline()
-        fields = {"name": name, "queue": queue, "status": "queued", "epoch": 0, "attempt": 0, "seq": 0,
-                  "max_attempts": max_attempts, "max_stuck": max_stuck, "max_mem_stuck": max_mem_stuck,
-                  "enqueued_at": at, "deaths": 0}
+        fields: dict[FieldT, EncodableT] = {
+            "name": name, "queue": queue, "status": "queued", "epoch": 0, "attempt": 0, "seq": 0,
+            "max_attempts": max_attempts, "max_stuck": max_stuck, "max_mem_stuck": max_mem_stuck,
+            "enqueued_at": at, "deaths": 0}
         if on_oom_queue:
             fields["on_oom_queue"] = on_oom_queue
         if call is not None:
@@ -220,39 +225,40 @@ class Store:
 
     def job_call(self, job_id: str) -> dict[str, Any] | None:
         """The arguments and timeout the job was enqueued with; None for jobs enqueued before they were kept."""
-        raw = self.r.hget(keys.job(job_id), "call")
+        raw = cast(bytes | None, self.r.hget(keys.job(job_id), "call"))
         return self._decode_record(raw, job_id) if raw else None
 
     def result_bytes(self, job_id: str) -> bytes | None:
-        return self.r.hget(keys.job(job_id), "result")
+        return cast(bytes | None, self.r.hget(keys.job(job_id), "result"))
 
     def last_death(self, job_id: str) -> dict[str, Any] | None:
-        raw = self.r.hget(keys.job(job_id), "last_death")
+        raw = cast(bytes | None, self.r.hget(keys.job(job_id), "last_death"))
         return self._decode_record(raw, job_id) if raw else None
 
     def events(self, job_id: str, count: int | None = None) -> list[dict[str, Any]]:
         """The timeline, oldest first; evidence decoded (a corrupt one is reported in place)."""
-        entries = self.r.xrange(keys.events(job_id), count=count)
+        entries = cast(StreamEntries, self.r.xrange(keys.events(job_id), count=count))
         timeline = []
         for _, fields in entries:
-            event = {_text(k): _text(v) for k, v in fields.items() if k != b"evidence"}
+            event: dict[str, Any] = {_text(k): _text(v) for k, v in fields.items() if k != b"evidence"}
             if b"evidence" in fields:
                 event["evidence"] = self._decode_record(fields[b"evidence"], job_id)
             timeline.append(event)
         return timeline
 
     def checkpoint_history_entries(self, job_id: str) -> list[dict[str, int]]:
-        entries = self.r.xrange(keys.checkpoint_history(job_id))
+        entries = cast(StreamEntries, self.r.xrange(keys.checkpoint_history(job_id)))
         return [{"seq": int(f[b"seq"]), "epoch": int(f[b"epoch"]), "saved_at": int(f[b"saved_at"]),
                  "bytes": len(f[b"data"])} for _, f in entries]
 
     def recent_deaths(self, count: int = 10) -> list[dict[str, str]]:
         """The last deaths across all jobs, newest first."""
         return [{_text(k): _text(v) for k, v in fields.items()}
-                for _, fields in self.r.xrevrange(keys.DEATHS, count=count)]
+                for _, fields in cast(StreamEntries, self.r.xrevrange(keys.DEATHS, count=count))]
 
     def parked(self) -> list[tuple[str, int]]:
-        return [(_text(m), int(s)) for m, s in self.r.zrange(keys.PARKED, 0, -1, withscores=True)]
+        parked = cast(list[tuple[bytes, float]], self.r.zrange(keys.PARKED, 0, -1, withscores=True))
+        return [(_text(m), int(s)) for m, s in parked]
 
     def _decode_record(self, raw: bytes, job_id: str) -> dict[str, Any]:
         try:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 from rq.registry import StartedJobRegistry
@@ -85,7 +85,7 @@ class Reaper:
         now = time.monotonic()
         seen_now: dict[tuple[str, str], float] = {}
         for queue in self._queue_names():
-            for raw in self.connection.lrange(keys.rq_intermediate(queue), 0, -1):
+            for raw in cast(list[bytes], self.connection.lrange(keys.rq_intermediate(queue), 0, -1)):
                 entry = (raw.decode(), queue)
                 first_seen = self._stranded.get(entry, now)
                 if now - first_seen > self.lease_ttl and self.store.rescue_stranded(*entry):
@@ -95,7 +95,8 @@ class Reaper:
         self._stranded = seen_now
 
     def _queue_names(self) -> list[str]:
-        return [key.decode().removeprefix(keys.rq_queue("")) for key in self.connection.smembers(keys.RQ_QUEUES)]
+        names = cast(set[bytes], self.connection.smembers(keys.RQ_QUEUES))
+        return [key.decode().removeprefix(keys.rq_queue("")) for key in names]
 
     def reap_or_log(self) -> None:
         """One pass that never raises for Redis trouble: the next pass tries again once Redis is back."""
@@ -113,7 +114,8 @@ class Reaper:
 
 def _forget_started(connection: redis.Redis, job_id: str, queue: str) -> None:
     registry = StartedJobRegistry(queue, connection=connection)
-    members = [m for m in connection.zrange(registry.key, 0, -1) if m.decode().split(":", 1)[0] == job_id]
+    started = cast(list[bytes], connection.zrange(registry.key, 0, -1))
+    members = [m for m in started if m.decode().split(":", 1)[0] == job_id]
     if members:
         connection.zrem(registry.key, *members)
 

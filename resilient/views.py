@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 from rich.table import Table
@@ -84,9 +84,9 @@ def _event_details(event: dict[str, Any]) -> str:
     if kind == "requeued":
         return f"from checkpoint {event.get('from_seq')} ({event.get('reason', '')})"
     if kind == "parked":
-        return event.get("parked_reason", "")
+        return cast(str, event.get("parked_reason", ""))
     if kind == "failed":
-        return event.get("error", "")
+        return cast(str, event.get("error", ""))
     return ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "at"))
 
 

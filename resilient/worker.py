@@ -10,11 +10,12 @@ import threading
 import time
 import traceback
 from datetime import timedelta
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar, cast
 
 import redis
+from redis.typing import EncodableT, FieldT
 from rq.executions import Execution
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.utils import now
 from rq.worker import Worker
@@ -141,7 +142,7 @@ class ResilientWorker(Worker):
         lease). With a job in hand, note the request instead: the job is handed back, or its horse asked
         to step aside as soon as it exists."""
         if not self._job_in_hand:
-            super().request_stop(signum, frame)
+            super().request_stop(signum, frame)  # type: ignore[no-untyped-call]  # untyped in RQ
             return
         log.info("warm shut down requested while starting a job")
         # RQ privates (pinned in test_rq_pins): what RQ's own request_stop sets, without its raise
@@ -193,11 +194,11 @@ class ResilientWorker(Worker):
             self._ask_horse_to_step_aside()
 
     def main_work_horse(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
-        die_with_parent(self.pid)
+        die_with_parent(cast(int, self.pid))  # None only for a worker not prepared for work; ours are
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._horse_stop_requested)
         # keep our handlers: RQ's main_work_horse resets SIGTERM through this method (no option to skip it)
-        self.setup_work_horse_signals = lambda: None
+        self.setup_work_horse_signals = lambda: None  # type: ignore[method-assign]
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         thresholds = self.memory.thresholds(*self._job_thresholds(self._spec)) if self._spec else None
@@ -288,7 +289,8 @@ class ResilientWorker(Worker):
 
     # --- parent: after the horse ----------------------------------------------------------------
     def handle_work_horse_killed(self, job: ResilientJob, retpid: int, ret_val: int, rusage: Any) -> None:
-        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        # untyped in RQ
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[no-untyped-call]
         self._outcome = self._despite_redis_away(f"record how job {job.id} ended",
                                                  lambda: self._judge(job, retpid, ret_val, rusage))
 
@@ -377,7 +379,7 @@ class ResilientWorker(Worker):
             self._job_in_hand = False
         return None
 
-    def _hand_back(self, job: ResilientJob, queue: Queue) -> None:
+    def _hand_back(self, job: Job, queue: Queue) -> None:
         """Return a job taken off its queue, untouched, to the front of that queue."""
         with self.connection.pipeline() as pipe:
             pipe.lrem(queue.intermediate_queue_key, 1, job.id)
@@ -390,19 +392,20 @@ class ResilientWorker(Worker):
             return
         log.warning("memory %s (%s of %s): taking no new job until it drops", level,
                     format_size(self.memory.usage()), format_size(self.memory.limit.bytes))
-        while level != Level.OK and not self._stop_requested:
+        while not self._stop_requested:
             self.pressure_waits += 1
             self._our_beat_at = float("-inf")  # publish pressure_waits at once
             self.heartbeat()
             time.sleep(PRESSURE_POLL)
-            level = self.memory.level()
+            if self.memory.level() == Level.OK:
+                break
         log.info("memory pressure gone: taking jobs again")
         self.heartbeat()
 
     def run_maintenance_tasks(self) -> None:
         """RQ's registry clean-up writes; when Redis cannot take writes it waits for the next round."""
         try:
-            super().run_maintenance_tasks()
+            super().run_maintenance_tasks()  # type: ignore[no-untyped-call]  # untyped in RQ
         except REDIS_AWAY as exc:
             log.warning("registry clean-up skipped: %s", _redis_trouble(exc))
 
@@ -438,12 +441,13 @@ class ResilientWorker(Worker):
         status = {**memory_now, "pressure_waits": self.pressure_waits, "host": self.host,
                   "pid": os.getpid(), "job": self._attempt.job_id if self._attempt else ""}
         connection = pipeline if pipeline is not None else self.connection
-        connection.hset(keys.worker_status(self.name), mapping=status)
+        # hset's Mapping[FieldT, ...] is invariant in its key type: a dict[str, Any] needs the cast
+        connection.hset(keys.worker_status(self.name), mapping=cast(dict[FieldT, EncodableT], status))
         connection.expire(keys.worker_status(self.name), self.worker_ttl + 60)
 
     # --- shutdown ---------------------------------------------------------------------------------
     def handle_warm_shutdown_request(self) -> None:
-        super().handle_warm_shutdown_request()
+        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]  # untyped in RQ
         self._ask_horse_to_step_aside()
 
     def _ask_horse_to_step_aside(self) -> None:
