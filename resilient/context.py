@@ -8,9 +8,9 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sized, cast
 
 from . import metrics
 from .codec import decode, encode_state
-from .errors import Preempted, StaleAttempt
+from .errors import Preempted
 from .model import Attempt, Checkpoint, Death, JobOptions, Level
-from .store import STALE, Store
+from .store import Store
 
 PROGRESS_WRITE_INTERVAL = 0.25  # seconds between progress writes that are not part of a checkpoint
 FRESH_SAMPLE = 0.02  # seconds: ctx.save() samples memory itself when the governor's figure is older
@@ -116,7 +116,7 @@ class Context:
         now = self._clock()
         if now >= self._progress_due:
             self._progress_due = now + PROGRESS_WRITE_INTERVAL
-            self._write(self._store.set_fields(self._attempt, done=done, total=-1 if total is None else total))
+            self._store.set_fields(self._attempt, done=done, total=-1 if total is None else total)
 
     # --- worker side --------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -134,16 +134,9 @@ class Context:
 
     def _persist(self, data: bytes, state: Any) -> None:
         started = time.perf_counter()
-        seq = self._store.save_checkpoint(self._attempt, data, self._done, self._total)
+        self.seq = self._store.save_checkpoint(self._attempt, data, self._done, self._total)
         metrics.checkpoint_saved(time.perf_counter() - started)
-        self._write(seq)
-        self.seq = int(seq)
         self._state = state
         self._urgent = False
         interval = self._interval / 4 if self._level_seen == Level.SOFT else self._interval
         self._next_due = self._clock() + interval
-
-    @staticmethod
-    def _write(outcome: Any) -> None:
-        if outcome == STALE or outcome is False:
-            raise StaleAttempt("this attempt was superseded; stopping without writing")

@@ -10,11 +10,10 @@ from redis.typing import EncodableT, FieldT
 
 from . import keys
 from .codec import decode, encode
-from .errors import CorruptCheckpoint
+from .errors import CorruptCheckpoint, StaleAttempt
 from .model import Attempt, Cause, Checkpoint, Claim, Death, DeathCount, JobOptions
 from .scripts import (BEGIN, CLAIM, DEATH, FINISH, PROMOTE, REFUSE, RELEASE, RENEW, REQUEUE, RESCUE, SAVE,
-                      SET_FIELDS)
-from .scripts import STALE as STALE  # re-exported: the context compares script replies with it
+                      SET_FIELDS, STALE)
 
 
 _BINARY_FIELDS = {b"result", b"last_death", b"call"}  # msgpack, not text
@@ -90,47 +89,49 @@ class Store:
     def load_checkpoint(self, job_id: str) -> Checkpoint | None:
         return _checkpoint(self.r.hmget(keys.checkpoint(job_id), "seq", "data", "saved_at"))
 
-    def start_in_horse(self, attempt: Attempt, pid: int) -> tuple[bool, Checkpoint | None]:
+    def start_in_horse(self, attempt: Attempt, pid: int) -> Checkpoint | None:
         """One round trip as a run starts: record the horse's pid (fenced) and fetch the checkpoint to
-        resume from. (False, ...) when the attempt is already STALE."""
+        resume from."""
         try:
             with self.r.pipeline(transaction=False) as pipe:
                 self._set_fields(keys=[keys.job(attempt.job_id)], args=[attempt.epoch, "horse_pid", pid],
                                  client=pipe)
                 pipe.hmget(keys.checkpoint(attempt.job_id), "seq", "data", "saved_at")
                 written, checkpoint = pipe.execute()
-            return _text(written) != STALE, _checkpoint(checkpoint)
         except redis.exceptions.NoScriptError:  # the server restarted between loading and running the script
-            return self.set_fields(attempt, horse_pid=pid), self.load_checkpoint(attempt.job_id)
+            self.set_fields(attempt, horse_pid=pid)
+            return self.load_checkpoint(attempt.job_id)
+        _fenced(written, attempt)
+        return _checkpoint(checkpoint)
 
     def save_checkpoint(self, attempt: Attempt, data: bytes, done: int | None = None,
-                        total: int | None = None) -> int | str:
-        """Persist a checkpoint under the attempt's epoch; the new seq, or STALE."""
+                        total: int | None = None) -> int:
+        """Persist a checkpoint under the attempt's epoch; the new seq."""
         job_id = attempt.job_id
         reply = self._save(
             keys=[keys.job(job_id), keys.checkpoint(job_id), keys.checkpoint_history(job_id), keys.LEASES],
             args=[attempt.epoch, data, now_ms(), "" if done is None else done,
                   "" if total is None else total, self.checkpoint_history, self.lease_ms, job_id],
         )
-        return STALE if _text(reply) == STALE else int(reply)
+        return int(_fenced(reply, attempt))
 
-    def set_fields(self, attempt: Attempt, **fields: Any) -> bool:
-        """Fenced HSET of plain fields (progress, horse pid); False when STALE."""
+    def set_fields(self, attempt: Attempt, **fields: Any) -> None:
+        """Fenced HSET of plain fields (progress, horse pid)."""
         args: list[Any] = [attempt.epoch]
         for name, value in fields.items():
             args += [name, value]
-        return _text(self._set_fields(keys=[keys.job(attempt.job_id)], args=args)) != STALE
+        _fenced(self._set_fields(keys=[keys.job(attempt.job_id)], args=args), attempt)
 
-    def complete(self, attempt: Attempt, result: bytes) -> bool:
-        return self._finish_attempt(attempt, "completed", "completed", result=result)
+    def complete(self, attempt: Attempt, result: bytes) -> None:
+        self._finish_attempt(attempt, "completed", "completed", result=result)
 
-    def fail(self, attempt: Attempt, error: str) -> bool:
-        return self._finish_attempt(attempt, "failed", "failed", error=error)
+    def fail(self, attempt: Attempt, error: str) -> None:
+        self._finish_attempt(attempt, "failed", "failed", error=error)
 
-    def park(self, attempt: Attempt, reason: str) -> bool:
-        return self._finish_attempt(attempt, "parked", "parked", parked_reason=reason)
+    def park(self, attempt: Attempt, reason: str) -> None:
+        self._finish_attempt(attempt, "parked", "parked", parked_reason=reason)
 
-    def _finish_attempt(self, attempt: Attempt, status: str, event: str, **fields: Any) -> bool:
+    def _finish_attempt(self, attempt: Attempt, status: str, event: str, **fields: Any) -> None:
         job_id = attempt.job_id
         args: list[Any] = [attempt.epoch, status, now_ms(), event, self.event_history, job_id]
         for name, value in fields.items():
@@ -138,29 +139,28 @@ class Store:
         reply = self._finish(
             keys=[keys.job(job_id), keys.events(job_id), keys.PARKED, keys.LEASES], args=args
         )
-        return _text(reply) != STALE
+        _fenced(reply, attempt)
 
     def record_death(self, attempt: Attempt, cause: str, evidence: dict[str, Any], counts: bool,
-                     memory: bool) -> DeathCount | None:
-        """Append a death to the timeline and count it; None when the attempt is STALE."""
+                     memory: bool) -> DeathCount:
+        """Append a death to the timeline and count it."""
         job_id = attempt.job_id
         reply = self._death(
             keys=[keys.job(job_id), keys.events(job_id)],
             args=[attempt.epoch, cause, encode(evidence), now_ms(), int(counts), int(memory),
                   self.event_history, int(evidence.get("rss") or 0), job_id],
         )
-        if _text(reply) == STALE:
-            return None
+        _fenced(reply, attempt)
         return DeathCount(int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]))
 
     def mark_requeued(self, attempt: Attempt, reason: str, queue: str, rerouted: bool = False,
-                      delay: float = 0.0) -> bool:
+                      delay: float = 0.0) -> None:
         """The attempt's job goes back to the front of `queue` (after `delay` seconds) in one step; a
-        reroute (on_oom_queue) starts its memory count anew. False when the attempt is STALE."""
+        reroute (on_oom_queue) starts its memory count anew."""
         reply = self._requeue(keys=[keys.job(attempt.job_id), keys.events(attempt.job_id), keys.LEASES],
                               args=[attempt.epoch, now_ms(), reason, queue, self.event_history, int(rerouted),
                                     attempt.job_id, int(delay * 1000)])
-        return _text(reply) != STALE
+        _fenced(reply, attempt)
 
     def promote_due(self, at_ms: int | None = None) -> int:
         """Move delayed retries whose time has come (by the server's clock, or `at_ms` in it) into their
@@ -178,12 +178,12 @@ class Store:
                              args=[job_id, reason, at, self.event_history, at // 1000 + rq_ttl, rq_ttl])
         return _text(reply)
 
-    def renew_lease(self, attempt: Attempt) -> int | None:
+    def renew_lease(self, attempt: Attempt) -> int:
         """Push the attempt's lease deadline to now + lease_ttl; returns when the attempt last made a
-        checkpoint (epoch ms, its start if none yet), or None when the attempt is STALE."""
+        checkpoint (epoch ms, its start if none yet)."""
         reply = self._renew(keys=[keys.job(attempt.job_id), keys.LEASES],
                             args=[attempt.epoch, self.lease_ms, attempt.job_id])
-        return None if _text(reply) == STALE else int(reply)
+        return int(_fenced(reply, attempt))
 
     def server_ms(self) -> int:
         """The Redis server's clock: the one lease deadlines are written in."""
@@ -266,6 +266,15 @@ class Store:
         except CorruptCheckpoint as exc:
             return {"corrupt": str(exc)}
         return value if isinstance(value, dict) else {"corrupt": f"expected a map, found {type(value).__name__}"}
+
+
+def _fenced(reply: Any, attempt: Attempt) -> Any:
+    """A fenced script's reply, or StaleAttempt when the fence refused the write: the job has a newer
+    attempt, or is already in a final status. (Every fenced write reports staleness this one way.)"""
+    if _text(reply) == STALE:
+        raise StaleAttempt(f"attempt {attempt.attempt} (epoch {attempt.epoch}) of job {attempt.job_id} is "
+                           "superseded or the job has ended; nothing written")
+    return reply
 
 
 def _checkpoint(values: list[Any]) -> Checkpoint | None:

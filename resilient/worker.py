@@ -162,7 +162,10 @@ class ResilientWorker(Worker):
     def _not_startable(self, job: ResilientJob, queue: Queue, verdict: str, attempt: Attempt | str) -> None:
         if verdict == "EXHAUSTED" and isinstance(attempt, Attempt):
             reason = f"gave up after {attempt.attempt - 1} attempts (max_attempts)"
-            self.store.park(attempt, reason)
+            try:
+                self.store.park(attempt, reason)
+            except StaleAttempt:  # another worker began it meanwhile: its entry, not ours
+                return
             self._fail_in_rq(job, queue, f"parked: {reason}")
         elif verdict == "MISSING":
             self._refuse(job.id, queue, "not enqueued through resilient (no job record)")
@@ -221,9 +224,7 @@ class ResilientWorker(Worker):
     def _run_attempt(self, job: ResilientJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         attempt, spec = self._attempt, self._spec
         assert attempt is not None and spec is not None
-        current, checkpoint = self.store.start_in_horse(attempt, os.getpid())
-        if not current:
-            raise StaleAttempt("superseded before it started")
+        checkpoint = self.store.start_in_horse(attempt, os.getpid())
         self._ctx = Context(attempt, self.store, spec.options, checkpoint, self.settings.max_checkpoint_bytes,
                             governor=self.memory.governor)
         if self._stop_pending:
@@ -231,8 +232,7 @@ class ResilientWorker(Worker):
         if self.memory.governor is not None:
             MemoryHistory(self.store, attempt, self.memory.governor).start()
         result = spec.fn(self._ctx, *args, **kwargs)
-        if not self.store.complete(attempt, encode_state(result, self.settings.max_checkpoint_bytes, "result")):
-            raise StaleAttempt("finished, but a newer attempt owns the job; result discarded")
+        self.store.complete(attempt, encode_state(result, self.settings.max_checkpoint_bytes, "result"))
         return result
 
     def _finalize_failure(self, job: ResilientJob, queue: Queue, execution: Execution,  # type: ignore[override]
@@ -247,14 +247,14 @@ class ResilientWorker(Worker):
         if isinstance(exc, REDIS_AWAY):  # not the job's fault: resume from the last checkpoint
             os._exit(deaths.EXIT_REDIS_LOST)
         attempt = self._attempt
-        if attempt is not None:
-            if isinstance(exc, CorruptCheckpoint):
-                recorded = self.store.park(attempt, f"its checkpoint cannot be read ({exc}); inspect it, then "
-                                                    "`resilient requeue --restart` to start over")
-            else:
-                recorded = self.store.fail(attempt, "".join(traceback.format_exception_only(exc_info[0], exc)).strip())
-            if not recorded:  # superseded: the job's RQ record belongs to the newer attempt now
-                os._exit(deaths.EXIT_STALE)
+        try:
+            if attempt is not None and isinstance(exc, CorruptCheckpoint):
+                self.store.park(attempt, f"its checkpoint cannot be read ({exc}); inspect it, then "
+                                         "`resilient requeue --restart` to start over")
+            elif attempt is not None:
+                self.store.fail(attempt, "".join(traceback.format_exception_only(exc_info[0], exc)).strip())
+        except StaleAttempt:  # superseded: the job's RQ record belongs to the newer attempt now
+            os._exit(deaths.EXIT_STALE)
         super()._finalize_failure(job, queue, execution, exc_info)
 
     # --- parent: while the horse runs ------------------------------------------------------------
@@ -268,12 +268,13 @@ class ResilientWorker(Worker):
         except REDIS_AWAY as exc:  # keep watching the horse; reapers do not count an outage against it
             log.warning("cannot renew the lease of job %s: %s", job.id, exc)
             return
-        if checkpointed_at is None and self.horse_pid:
-            log.warning("job %s: this attempt was taken over (lease lost); stopping it", job.id)
-            self._superseded = True
-            self.kill_horse()
-        elif checkpointed_at is not None:
-            self._watch_for_stall(job, (now_ms() - checkpointed_at) / 1000)
+        except StaleAttempt:
+            if self.horse_pid:
+                log.warning("job %s: this attempt was taken over (lease lost); stopping it", job.id)
+                self._superseded = True
+                self.kill_horse()
+            return
+        self._watch_for_stall(job, (now_ms() - checkpointed_at) / 1000)
 
     def _watch_for_stall(self, job: ResilientJob, checkpoint_age: float) -> None:
         """A horse that makes no checkpoint for --stall-timeout seconds is taken for hung (a C call that
@@ -325,8 +326,9 @@ class ResilientWorker(Worker):
         metrics.death(cause, evidence["done"] - evidence["checkpoint_done"])
         if cause == Cause.STALE:
             return death, None
-        count = self.store.record_death(attempt, cause, evidence, death.counts_toward_cap, death.is_memory)
-        if count is None:
+        try:
+            count = self.store.record_death(attempt, cause, evidence, death.counts_toward_cap, death.is_memory)
+        except StaleAttempt:
             return death, None
         base = 0.0 if self._burst else self.settings.retry_backoff  # a burst worker must not leave jobs behind
         return death, deaths.decide(death, count, spec.options, job.origin, base, self.settings.retry_backoff_max)

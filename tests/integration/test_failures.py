@@ -17,8 +17,8 @@ from conftest import ROOT, wait_until
 from resilient import CheckpointError, ConfigError, JobFailed, JobParked, NoSuchJob, keys
 from resilient.admin import requeue_job
 from resilient.codec import encode
+from resilient.errors import StaleAttempt
 from resilient.rqjob import rq_queue
-from resilient.store import STALE
 
 
 def test_poison_job_is_parked_after_three_deaths(client, start_worker, redis_url):
@@ -43,16 +43,19 @@ def test_job_that_raises_fails_with_its_error(client, start_worker):
 
 
 def test_stale_epoch_writes_nothing(client):
-    """A checkpoint, result or progress write under an old epoch returns STALE and changes nothing."""
+    """A checkpoint, result or progress write under an old epoch raises StaleAttempt and changes nothing."""
     client.store.create_job("j1", "x.y", "tests", 10)
     _, first = client.store.begin_attempt("j1", "w1", "h")
     assert client.store.save_checkpoint(first, encode({"n": 1})) == 1
     _, second = client.store.begin_attempt("j1", "w2", "h")
     assert client.store.save_checkpoint(second, encode({"n": 2})) == 2
 
-    assert client.store.save_checkpoint(first, encode({"n": 99})) == STALE
-    assert client.store.complete(first, encode("stale result")) is False
-    assert client.store.set_fields(first, done=99) is False
+    with pytest.raises(StaleAttempt):
+        client.store.save_checkpoint(first, encode({"n": 99}))
+    with pytest.raises(StaleAttempt):
+        client.store.complete(first, encode("stale result"))
+    with pytest.raises(StaleAttempt):
+        client.store.set_fields(first, done=99)
     assert client.store.load_checkpoint("j1").seq == 2
     fields = client.store.job_fields("j1")
     assert fields["status"] == "running" and "done" not in fields

@@ -15,7 +15,7 @@ from resilient import Client
 from resilient.codec import encode
 from resilient.config import Settings
 from resilient.server import ensure_server, stop_server
-from resilient.store import STALE
+from resilient.errors import StaleAttempt
 from resilient.supervisor import Reaper
 
 
@@ -23,12 +23,15 @@ def test_a_completed_job_takes_no_more_writes(client):
     """After FINISH(completed), nothing under the same epoch moves it: fail, park, death, requeue, save."""
     client.store.create_job("done1", "x.y", "tests", 10)
     _, attempt = client.store.begin_attempt("done1", "w", "h")
-    assert client.store.complete(attempt, encode("the result"))
-    assert client.store.fail(attempt, "RQ's bookkeeping failed afterwards") is False
-    assert client.store.park(attempt, "no") is False
-    assert client.store.record_death(attempt, "preempted:redis", {}, False, False) is None
-    assert client.store.mark_requeued(attempt, "preempted:redis", "tests") is False
-    assert client.store.save_checkpoint(attempt, encode({"n": 1})) == STALE
+    client.store.complete(attempt, encode("the result"))
+    writes = [lambda: client.store.fail(attempt, "RQ's bookkeeping failed afterwards"),
+              lambda: client.store.park(attempt, "no"),
+              lambda: client.store.record_death(attempt, "preempted:redis", {}, False, False),
+              lambda: client.store.mark_requeued(attempt, "preempted:redis", "tests"),
+              lambda: client.store.save_checkpoint(attempt, encode({"n": 1}))]
+    for write in writes:
+        with pytest.raises(StaleAttempt):
+            write()
     fields = client.store.job_fields("done1")
     assert fields["status"] == "completed" and fields.get("deaths", "0") == "0"
     assert [e["type"] for e in client.store.events("done1")] == ["enqueued", "started", "completed"]
