@@ -1,15 +1,136 @@
-"""How an attempt's end is carried out, the same for every way it ends: a worker that judged its horse's
-exit and a reaper that found a lease expired both decide with deaths.decide and settle here."""
+"""One attempt of one job, from its begin to its settling: the horse runs it, the worker parent watches it
+and judges its end, and the decision is carried out here, the same way for a worker that judged its
+horse's exit and a reaper that found a lease expired (settle)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import traceback
+from typing import Any
 
-from .errors import StaleAttempt
-from .model import Attempt, Death, Decision
-from .store import Store
+from . import deaths, metrics
+from .codec import encode_state
+from .config import Settings
+from .context import Context
+from .errors import CorruptCheckpoint, StaleAttempt
+from .memory_history import MemoryHistory
+from .memory_watch import MemoryWatcher
+from .model import Attempt, Cause, Death, Decision
+from .registry import JobSpec
+from .store import Store, now_ms
 
 log = logging.getLogger("resilient.attempt")
+Outcome = tuple[Death, Decision | None]  # the death, and what follows (None: a newer attempt owns the job)
+
+
+class AttemptRun:
+    """A begun attempt in a worker. The horse (a fork, so its own copy) runs the job; the parent renews the
+    lease, watches for a stall and judges the end. `killed_for` says why the parent SIGKILLed the horse."""
+
+    def __init__(self, attempt: Attempt, spec: JobSpec, store: Store, memory: MemoryWatcher,
+                 settings: Settings, worker: str, host: str) -> None:
+        self.attempt, self.spec, self.store, self.memory = attempt, spec, store, memory
+        self.settings, self.worker, self.host = settings, worker, host
+        self.killed_for: str | None = None
+        self.stalled_for = 0.0  # seconds without a checkpoint when the stall watchdog stopped the horse
+        self.superseded = False
+        self.outcome: Outcome | None = None
+        self.ctx: Context | None = None
+        self.stop_pending: str | None = None
+
+    @classmethod
+    def begin(cls, job_id: str, spec: JobSpec, store: Store, memory: MemoryWatcher, settings: Settings,
+              worker: str, host: str) -> tuple[str, AttemptRun | Attempt | str]:
+        """Take the lease and the next epoch: ('OK', AttemptRun), or BEGIN's other verdicts as they are."""
+        memory.before_attempt()  # the limit as it is now, and the oom_kill counter before the attempt
+        verdict, attempt = store.begin_attempt(job_id, worker, host, **memory.facts(*thresholds_of(spec)))
+        if verdict != "OK" or not isinstance(attempt, Attempt):
+            return verdict, attempt
+        return verdict, cls(attempt, spec, store, memory, settings, worker, host)
+
+    # --- in the horse -------------------------------------------------------------------------
+    def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Call the job with a Context resumed from its checkpoint; store the result (fenced)."""
+        attempt = self.attempt
+        checkpoint = self.store.start_in_horse(attempt, os.getpid())
+        self.ctx = Context(attempt, self.store, self.spec.options, checkpoint, self.settings.max_checkpoint_bytes,
+                           governor=self.memory.governor)
+        if self.stop_pending:
+            self.ctx.request_stop(self.stop_pending)
+        if self.memory.governor is not None:
+            MemoryHistory(self.store, attempt, self.memory.governor).start()
+        result = self.spec.fn(self.ctx, *args, **kwargs)
+        self.store.complete(attempt, encode_state(result, self.settings.max_checkpoint_bytes, "result"))
+        return result
+
+    def request_stop(self, reason: str) -> None:
+        """The horse was told to step aside (SIGTERM/SIGUSR1): at its next safe point, or at once if the job
+        has not started yet."""
+        self.stop_pending = reason
+        if self.ctx is not None:
+            self.ctx.request_stop(reason)
+
+    def record_failure(self, exc: BaseException) -> None:
+        """The job raised: it fails with its error (or parks, when its checkpoint cannot be read). Raises
+        StaleAttempt when a newer attempt owns the job."""
+        if isinstance(exc, CorruptCheckpoint):
+            self.store.park(self.attempt, f"its checkpoint cannot be read ({exc}); inspect it, then "
+                                          "`resilient requeue --restart` to start over")
+        else:
+            self.store.fail(self.attempt, "".join(traceback.format_exception_only(type(exc), exc)).strip())
+
+    # --- in the parent, while the horse runs ----------------------------------------------------
+    def renew(self) -> float:
+        """Renew the lease; the seconds since the attempt's last checkpoint (StaleAttempt if superseded)."""
+        checkpointed_at = self.store.renew_lease(self.attempt)
+        age = (now_ms() - checkpointed_at) / 1000
+        metrics.checkpoint_age(age)
+        return age
+
+    def stalled(self, checkpoint_age: float) -> bool:
+        """A horse with no checkpoint for --stall-timeout seconds is taken for hung (a C call that never
+        returns, SIGSTOP): its worker renews its lease, so nobody else would ever notice."""
+        timeout = self.settings.stall_timeout
+        if not timeout or checkpoint_age <= timeout or self.killed_for is not None:
+            return False
+        log.warning("job %s: no checkpoint for %.0f s (stall timeout %.0f s); stopping it", self.attempt.job_id,
+                    checkpoint_age, timeout)
+        self.killed_for, self.stalled_for = "stall", round(checkpoint_age, 1)
+        return True
+
+    # --- in the parent, after the horse -----------------------------------------------------------
+    def judge(self, pid: int, wait_status: int, rusage: Any, queue: str, backoff_base: float) -> Outcome:
+        """Name the death with its evidence, record and count it, and decide what follows (`queue`: where
+        the job came from, where a requeue sends it back)."""
+        attempt = self.attempt
+        before, after = self.memory.oom_counts()
+        cause = deaths.classify(wait_status, before, after, self.killed_for)
+        evidence = deaths.wait_evidence(wait_status, rusage)
+        fields = self.store.job_fields(attempt.job_id)
+        killed = os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) == signal.SIGKILL
+        evidence.update(self.memory.evidence(before, after, fields, job_pid=pid, killed=killed))
+        evidence.update(done=int(fields.get("done", 0)), checkpoint_done=int(fields.get("ckpt_done", 0)))
+        evidence.update(cause=cause, attempt=attempt.attempt, worker=self.worker, host=self.host)
+        if cause == Cause.STALLED:
+            evidence.update(checkpoint_age=self.stalled_for, stall_timeout=self.settings.stall_timeout)
+        death = Death(cause, evidence)
+        log.warning("job %s attempt %d: %s", attempt.job_id, attempt.attempt, deaths.describe(death))
+        metrics.death(cause, evidence["done"] - evidence["checkpoint_done"])
+        if cause == Cause.STALE:
+            return death, None
+        try:
+            count = self.store.record_death(attempt, cause, evidence, death.counts_toward_cap, death.is_memory)
+        except StaleAttempt:
+            return death, None
+        return death, deaths.decide(death, count, self.spec.options, queue, backoff_base,
+                                    self.settings.retry_backoff_max)
+
+
+def thresholds_of(spec: JobSpec) -> tuple[float | None, float | None, float | None]:
+    """The job's own memory lines, where it declared them (None: the worker's)."""
+    return spec.options.soft, spec.options.hard, spec.options.critical
 
 
 def settle(store: Store, attempt: Attempt, death: Death, decision: Decision) -> bool:

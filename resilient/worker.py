@@ -8,7 +8,6 @@ import signal
 import socket
 import threading
 import time
-import traceback
 from datetime import timedelta
 from typing import Any, Callable, TypeVar, cast
 
@@ -21,19 +20,17 @@ from rq.utils import now
 from rq.worker import Worker
 
 from . import deaths, health, keys, logs, metrics
-from .codec import MsgpackSerializer, encode_state
+from .codec import MsgpackSerializer
 from .config import Settings, format_size
 from .connection import REDIS_AWAY
-from .attempt import settle
-from .context import Context
-from .errors import BadQueueEntry, CorruptCheckpoint, Preempted, StaleAttempt, UnknownJob
-from .memory_history import MemoryHistory
+from .attempt import AttemptRun, Outcome, settle, thresholds_of
+from .errors import BadQueueEntry, Preempted, StaleAttempt, UnknownJob
 from .memory_watch import MemoryWatcher
-from .model import Attempt, Cause, Death, Decision, Level
+from .model import Attempt, Death, Decision, Level
 from .procs import die_with_parent, end_leftovers
 from .registry import JobSpec
 from .rqjob import ResilientJob, rq_keys
-from .store import Store, now_ms
+from .store import Store
 
 log = logging.getLogger("resilient.worker")
 OUR_BEAT_INTERVAL = 1.0  # seconds between two of our heartbeat extras
@@ -56,21 +53,14 @@ class ResilientWorker(Worker):
         self.memory = memory or MemoryWatcher(settings)
         self.job_monitoring_interval = max(1, int(settings.monitor_interval))
         self.host = socket.gethostname()
-        self._attempt: Attempt | None = None
-        self._spec: JobSpec | None = None
+        self._run: AttemptRun | None = None  # the attempt being run, from its begin to its settling
         self._execution: Execution | None = None
         self._current: tuple[ResilientJob, Queue] | None = None
-        self._outcome: tuple[Death, Decision | None] | None = None
-        self._killed_for: str | None = None  # why this worker SIGKILLed the horse, if it did
         self._grace_timer: threading.Timer | None = None
-        self._ctx: Context | None = None
-        self._stop_pending: str | None = None
         self.pressure_waits = 0
-        self._superseded = False
         self._last_wait_status: int | None = None
         self._burst = burst  # a burst worker retries at once: it must not exit leaving delayed jobs behind
         self._our_beat_at = float("-inf")
-        self._stalled_for = 0.0  # seconds without a checkpoint when the stall watchdog stopped the horse
         self._job_in_hand = False  # between taking a job off its queue and RQ counting this worker busy
         self._drained = False
 
@@ -96,26 +86,22 @@ class ResilientWorker(Worker):
         spec = self._allowed_spec(job, queue)
         if spec is None:
             return
-        self.memory.before_attempt()  # the limit as it is now, and the oom_kill counter before the attempt
-        verdict, attempt = self.store.begin_attempt(job.id, self.name, self.host,
-                                                    **self.memory.facts(*self._job_thresholds(spec)))
-        if verdict != "OK":
-            self._not_startable(job, queue, verdict, attempt)
+        verdict, run = AttemptRun.begin(job.id, spec, self.store, self.memory, self.settings, self.name, self.host)
+        if not isinstance(run, AttemptRun):
+            self._not_startable(job, queue, verdict, run)
             return
-        assert isinstance(attempt, Attempt)
-        self._attempt, self._spec, self._current = attempt, spec, (job, queue)
-        self._outcome, self._killed_for, self._superseded = None, None, False
-        logs.bind(job_id=job.id, attempt=attempt.attempt, epoch=attempt.epoch, queue=queue.name)
+        self._run, self._current = run, (job, queue)
+        logs.bind(job_id=job.id, attempt=run.attempt.attempt, epoch=run.attempt.epoch, queue=queue.name)
         try:
             super().execute_job(job, queue)
-            if self._superseded or self._last_wait_status == deaths.EXIT_STALE << 8:
+            if run.superseded or self._last_wait_status == deaths.EXIT_STALE << 8:
                 # RQ skips its own clean-up when the job already finished elsewhere: drop our ghost entry
                 self._forget_execution(job, self._execution)
         finally:
             self._cancel_grace_timer()
             metrics.checkpoint_age(0.0)  # no job, no age: a stale figure would look like a hung job
             logs.unbind("job_id", "attempt", "epoch", "queue")
-            self._attempt = self._spec = self._current = self._execution = None
+            self._run = self._current = self._execution = None
 
     def wait_for_horse(self) -> Any:
         pid, status, rusage = super().wait_for_horse()
@@ -204,36 +190,19 @@ class ResilientWorker(Worker):
         self.setup_work_horse_signals = lambda: None  # type: ignore[method-assign]
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        thresholds = self.memory.thresholds(*self._job_thresholds(self._spec)) if self._spec else None
-        self.memory.in_horse(on_critical=self._exit_at_critical, thresholds=thresholds)
-        job.runner = lambda args, kwargs: self._run_attempt(job, args, kwargs)
+        run = self._run
+        assert run is not None
+        self.memory.in_horse(on_critical=self._exit_at_critical,
+                             thresholds=self.memory.thresholds(*thresholds_of(run.spec)))
+        job.runner = run.run
         super().main_work_horse(job, queue)
 
     def _horse_stop_requested(self, signum: int, frame: Any) -> None:
-        self._stop_pending = "shutdown"
-        if self._ctx is not None:
-            self._ctx.request_stop("shutdown")
-
-    @staticmethod
-    def _job_thresholds(spec: JobSpec) -> tuple[float | None, float | None, float | None]:
-        return spec.options.soft, spec.options.hard, spec.options.critical
+        if self._run is not None:
+            self._run.request_stop("shutdown")
 
     def _exit_at_critical(self, usage: int) -> None:
         os._exit(deaths.EXIT_OOM_SELF)
-
-    def _run_attempt(self, job: ResilientJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        attempt, spec = self._attempt, self._spec
-        assert attempt is not None and spec is not None
-        checkpoint = self.store.start_in_horse(attempt, os.getpid())
-        self._ctx = Context(attempt, self.store, spec.options, checkpoint, self.settings.max_checkpoint_bytes,
-                            governor=self.memory.governor)
-        if self._stop_pending:
-            self._ctx.request_stop(self._stop_pending)
-        if self.memory.governor is not None:
-            MemoryHistory(self.store, attempt, self.memory.governor).start()
-        result = spec.fn(self._ctx, *args, **kwargs)
-        self.store.complete(attempt, encode_state(result, self.settings.max_checkpoint_bytes, "result"))
-        return result
 
     def _finalize_failure(self, job: ResilientJob, queue: Queue, execution: Execution,  # type: ignore[override]
                           exc_info: Any) -> None:
@@ -246,13 +215,9 @@ class ResilientWorker(Worker):
             os._exit(deaths.EXIT_STALE)
         if isinstance(exc, REDIS_AWAY):  # not the job's fault: resume from the last checkpoint
             os._exit(deaths.EXIT_REDIS_LOST)
-        attempt = self._attempt
         try:
-            if attempt is not None and isinstance(exc, CorruptCheckpoint):
-                self.store.park(attempt, f"its checkpoint cannot be read ({exc}); inspect it, then "
-                                         "`resilient requeue --restart` to start over")
-            elif attempt is not None:
-                self.store.fail(attempt, "".join(traceback.format_exception_only(exc_info[0], exc)).strip())
+            if self._run is not None:
+                self._run.record_failure(exc)
         except StaleAttempt:  # superseded: the job's RQ record belongs to the newer attempt now
             os._exit(deaths.EXIT_STALE)
         super()._finalize_failure(job, queue, execution, exc_info)
@@ -260,40 +225,29 @@ class ResilientWorker(Worker):
     # --- parent: while the horse runs ------------------------------------------------------------
     def maintain_heartbeats(self, job: ResilientJob, execution: Execution) -> None:  # type: ignore[override]
         """Every monitor tick: RQ's heartbeats, and our lease; a refused renewal means we were superseded."""
+        run = self._run
         try:
             super().maintain_heartbeats(job, execution)
-            if self._attempt is None:
+            if run is None:
                 return
-            checkpointed_at = self.store.renew_lease(self._attempt)
+            checkpoint_age = run.renew()
         except REDIS_AWAY as exc:  # keep watching the horse; reapers do not count an outage against it
             log.warning("cannot renew the lease of job %s: %s", job.id, exc)
             return
         except StaleAttempt:
-            if self.horse_pid:
+            if run is not None and self.horse_pid:
                 log.warning("job %s: this attempt was taken over (lease lost); stopping it", job.id)
-                self._superseded = True
+                run.superseded = True
                 self.kill_horse()
             return
-        self._watch_for_stall(job, (now_ms() - checkpointed_at) / 1000)
-
-    def _watch_for_stall(self, job: ResilientJob, checkpoint_age: float) -> None:
-        """A horse that makes no checkpoint for --stall-timeout seconds is taken for hung (a C call that
-        never returns, SIGSTOP): this worker renews its lease, so nobody else would ever notice."""
-        metrics.checkpoint_age(checkpoint_age)
-        timeout = self.settings.stall_timeout
-        if timeout and checkpoint_age > timeout and self.horse_pid and self._killed_for is None:
-            log.warning("job %s: no checkpoint for %.0f s (stall timeout %.0f s); stopping it", job.id,
-                        checkpoint_age, timeout)
-            self._killed_for = "stall"
-            self._stalled_for = round(checkpoint_age, 1)
+        if self.horse_pid and run.stalled(checkpoint_age):
             self._signal_horse(signal.SIGKILL)
 
     # --- parent: after the horse ----------------------------------------------------------------
     def handle_work_horse_killed(self, job: ResilientJob, retpid: int, ret_val: int, rusage: Any) -> None:
         # untyped in RQ
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[no-untyped-call]
-        self._outcome = self._despite_redis_away(f"record how job {job.id} ended",
-                                                 lambda: self._judge(job, retpid, ret_val, rusage))
+        self._judge(job, retpid, ret_val, rusage)
 
     def _despite_redis_away(self, what: str, action: Callable[[], T]) -> T:
         """Run `action`; while Redis cannot take it (unreachable, full, read-only), say why, wait and retry.
@@ -308,34 +262,20 @@ class ResilientWorker(Worker):
             time.sleep(delay)
             delay = min(delay * 2, REDIS_WAIT_CAP)
 
-    def _judge(self, job: ResilientJob, pid: int, wait_status: int, rusage: Any) -> tuple[Death, Decision | None]:
-        attempt, spec = self._attempt, self._spec
-        assert attempt is not None and spec is not None
-        before, after = self.memory.oom_counts()
-        cause = deaths.classify(wait_status, before, after, self._killed_for)
-        evidence = deaths.wait_evidence(wait_status, rusage)
-        fields = self.store.job_fields(job.id)
-        killed = os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) == signal.SIGKILL
-        evidence.update(self.memory.evidence(before, after, fields, job_pid=pid, killed=killed))
-        evidence.update(done=int(fields.get("done", 0)), checkpoint_done=int(fields.get("ckpt_done", 0)))
-        evidence.update(cause=cause, attempt=attempt.attempt, worker=self.name, host=self.host)
-        if cause == Cause.STALLED:
-            evidence.update(checkpoint_age=self._stalled_for, stall_timeout=self.settings.stall_timeout)
-        death = Death(cause, evidence)
-        log.warning("job %s attempt %d: %s", job.id, attempt.attempt, deaths.describe(death))
-        metrics.death(cause, evidence["done"] - evidence["checkpoint_done"])
-        if cause == Cause.STALE:
-            return death, None
-        try:
-            count = self.store.record_death(attempt, cause, evidence, death.counts_toward_cap, death.is_memory)
-        except StaleAttempt:
-            return death, None
-        base = 0.0 if self._burst else self.settings.retry_backoff  # a burst worker must not leave jobs behind
-        return death, deaths.decide(death, count, spec.options, job.origin, base, self.settings.retry_backoff_max)
+    def _judge(self, job: ResilientJob, pid: int, wait_status: int, rusage: Any) -> Outcome | None:
+        """The run's outcome, judged once and kept on it (Redis away: waited for, see _despite_redis_away)."""
+        run = self._run
+        if run is None:
+            return None
+        if run.outcome is None:
+            base = 0.0 if self._burst else self.settings.retry_backoff  # a burst worker must not leave jobs behind
+            run.outcome = self._despite_redis_away(f"record how job {job.id} ended",
+                                                   lambda: run.judge(pid, wait_status, rusage, job.origin, base))
+        return run.outcome
 
     def handle_job_failure(self, job: ResilientJob, queue: Queue, started_job_registry: Any = None,  # type: ignore[override]
                            exc_string: str = "", execution: Execution | None = None) -> None:
-        outcome, self._outcome = self._outcome, None
+        outcome = self._run.outcome if self._run is not None else None
         if outcome is None:
             super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
             return
@@ -346,8 +286,8 @@ class ResilientWorker(Worker):
                 death: Death, decision: Decision | None) -> None:
         """After a judged death: park or requeue the job (attempt.settle), then RQ's side of it: a parked
         job goes to RQ's failed registry; a requeued or superseded one leaves only its execution record."""
-        assert self._attempt is not None
-        settled = decision is not None and settle(self.store, self._attempt, death, decision)
+        assert self._run is not None
+        settled = decision is not None and settle(self.store, self._run.attempt, death, decision)
         if settled and decision is not None and decision.action == "park":
             super().handle_job_failure(job, queue, started_job_registry, f"parked: {decision.reason}", execution)
         else:
@@ -441,7 +381,7 @@ class ResilientWorker(Worker):
         memory_now = self.memory.status()
         metrics.memory(memory_now["rss"], memory_now["limit"], memory_now["level"])
         status = {**memory_now, "pressure_waits": self.pressure_waits, "host": self.host,
-                  "pid": os.getpid(), "job": self._attempt.job_id if self._attempt else ""}
+                  "pid": os.getpid(), "job": self._run.attempt.job_id if self._run else ""}
         connection = pipeline if pipeline is not None else self.connection
         # hset's Mapping[FieldT, ...] is invariant in its key type: a dict[str, Any] needs the cast
         connection.hset(keys.worker_status(self.name), mapping=cast(dict[FieldT, EncodableT], status))
@@ -467,9 +407,9 @@ class ResilientWorker(Worker):
             pass
 
     def _grace_expired(self) -> None:
-        if self.horse_pid:
+        if self.horse_pid and self._run is not None:
             log.warning("job did not reach a safe point within %.0f s; stopping it", self.settings.shutdown_grace)
-            self._killed_for = "shutdown"
+            self._run.killed_for = "shutdown"
             self._signal_horse(signal.SIGKILL)
 
     def _cancel_grace_timer(self) -> None:
@@ -482,15 +422,16 @@ class ResilientWorker(Worker):
         if self._shutdown_requested_date and now() - self._shutdown_requested_date < timedelta(seconds=1):
             return
         log.warning("cold shutdown")
-        if self.horse_pid and self._current is not None:
+        if self.horse_pid and self._current is not None and self._run is not None:
             job, queue = self._current
-            self._killed_for = "shutdown"
+            self._run.killed_for = "shutdown"
             pid = self.horse_pid
             self.kill_horse()
             _, status, rusage = self.wait_for_horse()
             self._horse_pid = 0  # RQ private: monitor_work_horse clears it, but this wait was our own
-            death, decision = self._judge(job, pid, status or 0, rusage)
-            self._settle(job, queue, queue.started_job_registry, self._execution, death, decision)
+            outcome = self._judge(job, pid, status or 0, rusage)
+            if outcome is not None:
+                self._settle(job, queue, queue.started_job_registry, self._execution, *outcome)
         raise SystemExit(0)
 
 
