@@ -21,7 +21,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
 
-from resilient.server import ensure_server, stop_server
+from resilient.storage.server import ensure_server, stop_server
 
 from . import footprint, memory, persist, recovery, safe_point, throughput
 from .harness import Env
@@ -96,7 +96,7 @@ def machine() -> dict[str, object]:
 
 
 def _server_version() -> str:
-    from resilient.server import find_server_binary
+    from resilient.storage.server import find_server_binary
 
     try:
         done = subprocess.run([str(find_server_binary()), "--version"], capture_output=True, text=True,

@@ -44,8 +44,8 @@ def make_worker(url: str, kind: str, n: int) -> Any:
         return Worker([queue.name], connection=connection)
     from resilient import Client
     from resilient.config import Settings
-    from resilient.memory_watch import MemoryWatcher
-    from resilient.worker import ResilientWorker
+    from resilient.runtime.memory_watch import MemoryWatcher
+    from resilient.runtime.worker import ResilientWorker
 
     from . import resilient_jobs
 

@@ -5,8 +5,8 @@
     handle = reindex.enqueue("orders"); handle.result(timeout=600)
 """
 
-from .client import Client, default_client, set_default_client
-from .context import Context
+from .api.client import Client, default_client, set_default_client
+from .api.context import Context
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -20,9 +20,9 @@ from .errors import (
     ResilientError,
     UnknownJob,
 )
-from .handle import JobHandle
+from .api.handle import JobHandle
 from .model import Death, JobOptions
-from .registry import JobSpec, job
+from .api.registry import JobSpec, job
 
 __all__ = [
     "CheckpointError", "Client", "ConfigError", "Context", "CorruptCheckpoint", "Death", "JobFailed",

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from resilient.server import ServerInfo, ensure_server, stop_server
+from resilient.storage.server import ServerInfo, ensure_server, stop_server
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,12 @@ import pytest
 
 import testjobs
 from conftest import ROOT, wait_until
-from resilient import CheckpointError, ConfigError, JobFailed, JobParked, NoSuchJob, keys
-from resilient.admin import requeue_job
-from resilient.codec import encode
+from resilient import CheckpointError, ConfigError, JobFailed, JobParked, NoSuchJob
+from resilient.storage import keys
+from resilient.ops.admin import requeue_job
+from resilient.storage.codec import encode
 from resilient.errors import StaleAttempt
-from resilient.rqjob import rq_queue
+from resilient.runtime.rqjob import rq_queue
 
 
 def test_poison_job_is_parked_after_three_deaths(client, start_worker, redis_url):
@@ -95,8 +96,8 @@ def test_second_sigterm_exits_at_once_and_job_still_resumes(client, start_worker
 
 def test_unserializable_state_fails_at_save(client):
     """A set in the state fails at ctx.save with the path of the bad value."""
-    from resilient.context import Context
-    from resilient.registry import JobOptions
+    from resilient.api.context import Context
+    from resilient.api.registry import JobOptions
 
     client.store.create_job("j2", "x.y", "tests", 10)
     _, attempt = client.store.begin_attempt("j2", "w", "h")

@@ -12,11 +12,11 @@ import redis
 import testjobs
 from conftest import wait_until
 from resilient import Client
-from resilient.codec import encode
+from resilient.storage.codec import encode
 from resilient.config import Settings
-from resilient.server import ensure_server, stop_server
+from resilient.storage.server import ensure_server, stop_server
 from resilient.errors import StaleAttempt
-from resilient.supervisor import Reaper
+from resilient.runtime.supervisor import Reaper
 
 
 def test_a_completed_job_takes_no_more_writes(client):
@@ -121,7 +121,7 @@ def test_a_reaper_that_lost_sight_of_redis_waits_a_lease_period_before_claiming(
 def test_sigterm_between_dequeue_and_fork_hands_the_job_back_untouched(client, redis_url, redis_client):
     """SIGTERM lands after the worker took a job off its queue but before any horse: the job goes back to
     the front of its queue with no attempt used and no lease, instead of being stranded or left running."""
-    from resilient.worker import ResilientWorker
+    from resilient.runtime.worker import ResilientWorker
 
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     worker = ResilientWorker(["tests"], redis.Redis.from_url(redis_url), Settings(redis_url=redis_url))

@@ -17,8 +17,8 @@ from rq.command import send_stop_job_command
 import testjobs
 from conftest import wait_until
 from resilient import JobFailed, JobHandle
-from resilient.codec import MsgpackSerializer
-from resilient.rqjob import rq_queue
+from resilient.storage.codec import MsgpackSerializer
+from resilient.runtime.rqjob import rq_queue
 
 MiB = 1024 * 1024
 

@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import testjobs
-from resilient import Client, ConfigError, keys
-from resilient.rqjob import rq_queue
+from resilient import Client, ConfigError
+from resilient.storage import keys
+from resilient.runtime.rqjob import rq_queue
 
 
 @pytest.mark.parametrize("job_id", ["has space", "a:b", "ü"])

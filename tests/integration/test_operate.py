@@ -14,7 +14,7 @@ import pytest
 import testjobs
 from conftest import ROOT, WorkerProcess, wait_until
 from resilient import Client
-from resilient.server import ensure_server, stop_server
+from resilient.storage.server import ensure_server, stop_server
 
 
 def _health(probe: str, url: str, health_dir) -> subprocess.CompletedProcess:

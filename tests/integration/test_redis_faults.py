@@ -8,7 +8,7 @@ import redis
 import testjobs
 from conftest import WorkerProcess, wait_until
 from resilient import Client
-from resilient.server import ensure_server, stop_server
+from resilient.storage.server import ensure_server, stop_server
 
 
 @pytest.fixture

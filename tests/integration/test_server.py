@@ -19,10 +19,10 @@ import psutil
 import pytest
 import redis
 
-from resilient.connection import check_reachable, connect, mask_password, open_redis
+from resilient.storage.connection import check_reachable, connect, mask_password, open_redis
 from resilient.config import Settings
 from resilient.errors import RedisUnavailable
-from resilient.server import ServerInfo, ensure_server, find_server_binary, server_status, stop_server
+from resilient.storage.server import ServerInfo, ensure_server, find_server_binary, server_status, stop_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -143,7 +143,7 @@ def test_concurrent_threads_share_one_server(data_dir: Path) -> None:
 
 def test_concurrent_commands_share_one_server(data_dir: Path) -> None:
     """Two commands launched at the same moment end up talking to the same server."""
-    code = "import sys; from pathlib import Path; from resilient.server import ensure_server; " \
+    code = "import sys; from pathlib import Path; from resilient.storage.server import ensure_server; " \
            "print(ensure_server(Path(sys.argv[1])).pid)"  # fmt: skip
     command = [sys.executable, "-c", code, data_dir]
     procs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True) for _ in range(4)]
@@ -253,7 +253,7 @@ def test_session_fixture_is_emptied_again(redis_client: redis.Redis, redis_serve
 def test_a_reply_that_never_comes_times_out(redis_url: str, redis_client: redis.Redis,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A connection whose server stops answering fails with a timeout instead of hanging (reaper, clients)."""
-    from resilient import connection
+    from resilient.storage import connection
 
     monkeypatch.setattr(connection, "SOCKET_TIMEOUT", 0.5, raising=False)
     monkeypatch.setattr(connection, "RETRIES", 0)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resilient.codec import MsgpackSerializer, decode, encode, encode_state, inflate, read_head
+from resilient.storage.codec import MsgpackSerializer, decode, encode, encode_state, inflate, read_head
 from resilient.errors import CheckpointError, CorruptCheckpoint
 
 scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | \

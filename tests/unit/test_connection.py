@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from resilient.connection import mask_password
+from resilient.storage.connection import mask_password
 
 
 @pytest.mark.parametrize(("url", "shown"), [

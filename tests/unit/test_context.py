@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from resilient import CheckpointError, Preempted
-from resilient.attempt import settle
-from resilient.context import Context
+from resilient.runtime.attempt import settle
+from resilient.api.context import Context
 from resilient.model import Attempt, Death, Decision, JobOptions, Level
 
 

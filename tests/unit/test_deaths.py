@@ -6,9 +6,9 @@ import signal
 
 import pytest
 
-from resilient.deaths import Death, classify, decide, describe, memory_diagnosis, wait_evidence
-from resilient.registry import JobOptions
-from resilient.store import DeathCount
+from resilient.runtime.deaths import Death, classify, decide, describe, memory_diagnosis, wait_evidence
+from resilient.api.registry import JobOptions
+from resilient.storage.store import DeathCount
 
 
 def exited(code: int) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from resilient.health import check_live, forget, health_dir, mark_alive
+from resilient.ops.health import check_live, forget, health_dir, mark_alive
 
 
 def test_default_dir_is_private_to_the_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,11 +11,11 @@ from typing import Any
 import click
 
 from . import report
-from .client import Client
-from .config import Settings, parse_size
-from .errors import ConfigError, ResilientError
-from .model import DEFAULT_THRESHOLDS
-from .registry import import_job_modules, lookup
+from ..api.client import Client
+from ..config import Settings, parse_size
+from ..errors import ConfigError, ResilientError
+from ..model import DEFAULT_THRESHOLDS
+from ..api.registry import import_job_modules, lookup
 
 
 class Group(click.Group):
@@ -77,7 +77,7 @@ def worker(ctx: click.Context, /, modules: tuple[str, ...], queues: tuple[str, .
            name: str | None, memory_limit: str | None, log_level: str, log_format: str, reap: bool,
            metrics_port: int | None, **tuning: Any) -> None:
     """Run a worker for the jobs defined in MODULES (e.g. `resilient worker myapp.jobs`)."""
-    from .runner import run_worker
+    from ..runtime.runner import run_worker
 
     limit = parse_size(memory_limit) if memory_limit else None
     settings = settings_of(ctx, memory_limit=limit, **tuning)
@@ -101,7 +101,7 @@ def supervisor(ctx: click.Context, worker_args: tuple[str, ...], workers: int, l
     """Requeue the jobs of workers that died (expired leases); with --workers N, also run N workers:
     `resilient supervisor --workers 4 myapp.jobs --memory-limit 1G`."""
     from .logs import log_to_stderr
-    from .supervisor import run_supervisor
+    from ..runtime.supervisor import run_supervisor
 
     if workers and not worker_args:
         raise ConfigError("--workers needs the job modules to run, e.g. `resilient supervisor --workers 2 myapp.jobs`")
@@ -134,9 +134,9 @@ def server() -> None:
 @server.command("start")
 @click.pass_context
 def server_start(ctx: click.Context) -> None:
-    from .server import ensure_server
+    from ..storage.server import ensure_server
 
-    from .connection import mask_password
+    from ..storage.connection import mask_password
 
     info = ensure_server(settings_of(ctx).data_dir)
     click.echo(f"running: {mask_password(info.url)} (pid {info.pid}, {info.binary}, data in {info.data_dir})")
@@ -145,7 +145,7 @@ def server_start(ctx: click.Context) -> None:
 @server.command("stop")
 @click.pass_context
 def server_stop(ctx: click.Context) -> None:
-    from .server import stop_server
+    from ..storage.server import stop_server
 
     stopped = stop_server(settings_of(ctx).data_dir)
     click.echo("stopped" if stopped else "not running")
@@ -154,8 +154,8 @@ def server_stop(ctx: click.Context) -> None:
 @server.command("status")
 @click.pass_context
 def server_status_cmd(ctx: click.Context) -> None:
-    from .connection import mask_password
-    from .server import server_status
+    from ..storage.connection import mask_password
+    from ..storage.server import server_status
 
     info = server_status(settings_of(ctx).data_dir)
     click.echo(f"running: {mask_password(info.url)} (pid {info.pid})" if info else "not running")

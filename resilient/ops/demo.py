@@ -12,13 +12,13 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from .client import Client
-from .config import Settings
-from .deaths import describe
-from .model import Death
-from .errors import ConfigError
-from .handle import JobHandle
-from .registry import import_job_modules, lookup
+from ..api.client import Client
+from ..config import Settings
+from ..runtime.deaths import describe
+from ..model import Death
+from ..errors import ConfigError
+from ..api.handle import JobHandle
+from ..api.registry import import_job_modules, lookup
 
 console = Console()
 DEMO_JOB = "examples.squares.sum_squares"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .codec import decode
-from .errors import JobFailed, JobParked, JobTimeout, NoSuchJob
-from .store import Store
+from ..storage.codec import decode
+from ..errors import JobFailed, JobParked, JobTimeout, NoSuchJob
+from ..storage.store import Store
 
 POLL_INTERVAL = 0.05
 FINAL = {"completed", "failed", "parked"}

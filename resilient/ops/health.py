@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psutil
 
-from .config import Settings, configured_health_dir
-from .errors import ConfigError
+from ..config import Settings, configured_health_dir
+from ..errors import ConfigError
 
 MAX_AGE = 30.0  # seconds since a worker's last loop tick before it counts as stuck
 WAITING = "(waiting for Redis)"  # the name a process ticks under before it has reached Redis
@@ -91,9 +91,9 @@ def check_live(max_age: float = MAX_AGE) -> tuple[bool, str]:
 def check_ready(settings: Settings, max_age: float = MAX_AGE) -> tuple[bool, str]:
     """A local worker or supervisor ticks, Redis answers, none of them is still waiting for it, and every
     local worker is registered there."""
-    from . import keys
-    from .connection import open_redis
-    from .errors import RedisUnavailable
+    from ..storage import keys
+    from ..storage.connection import open_redis
+    from ..errors import RedisUnavailable
 
     ticking = _ticking(max_age)
     if not ticking:

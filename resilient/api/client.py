@@ -9,15 +9,15 @@ from typing import Any
 import redis
 from rq.job import validate_job_id
 
-from . import keys
-from .codec import encode_state
-from .config import Settings
-from .errors import ConfigError
-from .connection import open_redis
+from ..storage import keys
+from ..storage.codec import encode_state
+from ..config import Settings
+from ..errors import ConfigError
+from ..storage.connection import open_redis
 from .handle import JobHandle
 from .registry import JobSpec
-from .rqjob import rq_queue
-from .store import Store
+from ..runtime.rqjob import rq_queue
+from ..storage.store import Store
 
 _default: "Client | None" = None
 _default_lock = threading.Lock()

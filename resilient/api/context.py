@@ -6,11 +6,11 @@ import time
 from itertools import islice
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sized, cast
 
-from . import metrics
-from .codec import decode, encode_state
-from .errors import Preempted
-from .model import Attempt, Checkpoint, Death, JobOptions, Level
-from .store import Store
+from ..ops import metrics
+from ..storage.codec import decode, encode_state
+from ..errors import Preempted
+from ..model import Attempt, Checkpoint, Death, JobOptions, Level
+from ..storage.store import Store
 
 PROGRESS_WRITE_INTERVAL = 0.25  # seconds between progress writes that are not part of a checkpoint
 FRESH_SAMPLE = 0.02  # seconds: ctx.save() samples memory itself when the governor's figure is older

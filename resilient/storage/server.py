@@ -29,7 +29,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .errors import ServerError
+from ..errors import ServerError
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0

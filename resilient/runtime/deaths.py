@@ -7,8 +7,8 @@ import random
 import signal
 from typing import Any
 
-from .config import format_size
-from .model import Cause, Death, DeathCount, Decision, JobOptions, crashed
+from ..config import format_size
+from ..model import Cause, Death, DeathCount, Decision, JobOptions, crashed
 
 # Exit codes a horse uses to tell its parent why it stepped aside.
 EXIT_PREEMPTED_MEMORY = 75

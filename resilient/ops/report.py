@@ -10,13 +10,13 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.worker import Worker
 
-from . import keys
-from .codec import MsgpackSerializer
-from .config import Settings
-from .deaths import describe
-from .model import Death
-from .memory_history import series
-from .store import Store
+from ..storage import keys
+from ..storage.codec import MsgpackSerializer
+from ..config import Settings
+from ..runtime.deaths import describe
+from ..model import Death
+from ..runtime.memory_history import series
+from ..storage.store import Store
 
 DEFAULTS = Settings()  # for records written before a field existed
 

@@ -6,9 +6,9 @@ import logging
 import threading
 from typing import Any, cast
 
-from . import keys
-from .model import Attempt
-from .store import Store, StreamEntries, now_ms
+from ..storage import keys
+from ..model import Attempt
+from ..storage.store import Store, StreamEntries, now_ms
 
 log = logging.getLogger("resilient.memory")
 INTERVAL = 1.0

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from .model import Level
+from ..model import Level
 
 _enabled = False
 _m: dict[str, Any] = {}
@@ -135,7 +135,7 @@ class RqCollector:
         from rq.queue import Queue
         from rq.worker import Worker
 
-        from .codec import MsgpackSerializer
+        from ..storage.codec import MsgpackSerializer
 
         workers = GaugeMetricFamily("rq_workers", "RQ workers", labels=["state"])
         states: dict[str, int] = {}

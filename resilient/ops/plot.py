@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import format_size
-from .deaths import peak_rss
+from ..config import format_size
+from ..runtime.deaths import peak_rss
 
 WIDTH, HEIGHT = 64, 12
 MARKS = {"preempted": "P", "oom": "K", "killed": "X", "lost": "L", "crashed": "C"}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .client import Client
-from .errors import NoSuchJob
-from .rqjob import fetch_rq_job, rebuild_rq_job
+from ..api.client import Client
+from ..errors import NoSuchJob
+from ..runtime.rqjob import fetch_rq_job, rebuild_rq_job
 
 NOT_RELEASABLE = ("completed", "queued")  # what RELEASE refuses; checked here only to skip a needless rebuild
 

@@ -8,7 +8,7 @@ from typing import Any, cast
 from rich.console import Console
 from rich.table import Table
 
-from .config import format_size
+from ..config import format_size
 
 console = Console()
 SIZES = {"rss", "peak_rss", "ru_maxrss", "limit"}  # evidence fields in bytes, shown as MiB

@@ -10,8 +10,8 @@ from redis.typing import EncodableT, FieldT
 
 from . import keys
 from .codec import decode, encode
-from .errors import CorruptCheckpoint, StaleAttempt
-from .model import Attempt, Cause, Checkpoint, Claim, Death, DeathCount, JobOptions
+from ..errors import CorruptCheckpoint, StaleAttempt
+from ..model import Attempt, Cause, Checkpoint, Claim, Death, DeathCount, JobOptions
 from .scripts import (BEGIN, CLAIM, DEATH, FINISH, PROMOTE, REFUSE, RELEASE, RENEW, REQUEUE, RESCUE, SAVE,
                       SET_FIELDS, STALE)
 

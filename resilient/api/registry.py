@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any, Callable
 
-from .errors import ConfigError, UnknownJob
-from .model import JobOptions
+from ..errors import ConfigError, UnknownJob
+from ..model import JobOptions
 
 if TYPE_CHECKING:
     from .client import Client

@@ -16,11 +16,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from .errors import RedisUnavailable
+from ..errors import RedisUnavailable
 from .server import ensure_server
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from ..config import Settings
 
 RETRIES = 10  # with the backoff below: keeps trying for ~15 s, long enough for a server restart
 BACKOFF_BASE = 0.1

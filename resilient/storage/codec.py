@@ -8,8 +8,8 @@ from typing import Any, cast
 
 import msgpack
 
-from .config import format_size
-from .errors import CheckpointError, CorruptCheckpoint
+from ..config import format_size
+from ..errors import CheckpointError, CorruptCheckpoint
 
 MiB = 1024 * 1024
 DEFAULT_MAX_BYTES = 16 * MiB

@@ -11,8 +11,8 @@ from rich.live import Live
 from rich.table import Table
 
 from . import report
-from .client import Client
-from .model import DEFAULT_THRESHOLDS
+from ..api.client import Client
+from ..model import DEFAULT_THRESHOLDS
 from .views import memory_text
 
 BAR = 20
