@@ -1,6 +1,6 @@
 """`python -m bench [--quick] [--only N ...] [--json PATH]` (what `./dev bench` runs).
 
-Starts its own embedded server in a temporary directory, runs every scenario of issue 6 for resilient
+Starts its own embedded server in a temporary directory, runs every scenario for resilient
 and for plain rq (same rq, same server, same job bodies: bench/jobs.py), prints one table and writes
 the raw figures to bench/results.json (bench/results-quick.json with --quick).
 """
@@ -70,7 +70,7 @@ def main() -> int:
     aims: list[Aim] = [aim for n in sorted(results) for aim in results[n].aims]
     notes = [note for n in sorted(results) for note in results[n].notes]
     print(table(rows))
-    print("\nratio = resilient ÷ rq.  Aims (issue 6):")
+    print("\nratio = resilient ÷ rq.  Aims:")
     print(aims_text(aims))
     if notes:
         print("\nNotes:\n" + "\n".join(f"- {note}" for note in notes))

@@ -142,7 +142,7 @@ def run_worker_kill(env: Env) -> Result:
         f"5: rq 'most aggressive' = rq worker {' '.join(RQ_AGGRESSIVE)} on both workers, job with "
         "Retry(max=2) (without a retry rq marks the abandoned job failed). rq runs are capped at "
         f"{cap:g} s after the kill "
-        "(issue 6 says 10 minutes; the cap keeps the whole benchmark under 10 minutes). The rq variants run "
+        "(the aim says 10 minutes; the cap keeps the whole benchmark under 10 minutes). The rq variants run "
         "side by side, each on its own queue and workers; they only wait on rq's timers.")
     return result
 

@@ -18,7 +18,7 @@ class Row:
 
 @dataclass(frozen=True)
 class Aim:
-    """A figure issue 6 aims for: met True/False, or None when it could not be measured."""
+    """A figure the benchmark aims for: met True/False, or None when it could not be measured."""
 
     scenario: str
     aim: str

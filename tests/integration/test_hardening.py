@@ -1,4 +1,4 @@
-"""Defects found by an adversarial review, each reproduced against a real server (issue 9)."""
+"""Defects found by an adversarial review, each reproduced against a real server."""
 
 from __future__ import annotations
 
