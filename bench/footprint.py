@@ -11,7 +11,7 @@ from rq import Queue
 from resilient import Client
 
 from . import jobs, resilient_jobs
-from .harness import Env, entries, rss_bytes, resilient_worker, rq_worker, wait_until
+from .harness import Env, entries, resilient_worker, rq_worker, rss_bytes, wait_until
 from .report import Aim, Result, Row, ratio
 
 AIM_GOVERNOR = 1.0  # % of one core

@@ -9,9 +9,9 @@ from typing import Any
 from rq import Queue
 
 from resilient import Client
-from resilient.storage.codec import encode
 from resilient.api.context import Context
 from resilient.api.registry import JobOptions
+from resilient.storage.codec import encode
 
 from . import jobs
 from .harness import Env, median, percentile

@@ -20,8 +20,20 @@ from rq.job import Job
 from resilient import Client
 
 from . import jobs, resilient_jobs
-from .harness import (BenchError, Env, Proc, entries, median, redone, resilient_supervisor, resilient_worker,
-                      rq_worker, runs, stop_all, wait_until)
+from .harness import (
+    BenchError,
+    Env,
+    Proc,
+    entries,
+    median,
+    redone,
+    resilient_supervisor,
+    resilient_worker,
+    rq_worker,
+    runs,
+    stop_all,
+    wait_until,
+)
 from .report import Aim, Result, Row, ms, ratio
 
 DELAY = 0.01  # seconds per item

@@ -7,10 +7,10 @@ import uuid
 
 from resilient import Client
 from resilient.api.context import Context
+from resilient.api.registry import JobOptions
 from resilient.memory.governor import Governor, Thresholds
 from resilient.memory.limits import discover_limit
 from resilient.memory.probe import read_rss
-from resilient.api.registry import JobOptions
 
 from .harness import Env, median
 from .report import Aim, Result, Row

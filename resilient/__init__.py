@@ -7,6 +7,8 @@
 
 from .api.client import Client, default_client, set_default_client
 from .api.context import Context
+from .api.handle import JobHandle
+from .api.registry import JobSpec, job
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -20,9 +22,7 @@ from .errors import (
     ResilientError,
     UnknownJob,
 )
-from .api.handle import JobHandle
 from .model import Death, JobOptions
-from .api.registry import JobSpec, job
 
 __all__ = [
     "CheckpointError", "Client", "ConfigError", "Context", "CorruptCheckpoint", "Death", "JobFailed",

@@ -9,15 +9,15 @@ from typing import Any
 import redis
 from rq.job import validate_job_id
 
-from ..storage import keys
-from ..storage.codec import encode_state
 from ..config import Settings
 from ..errors import ConfigError
+from ..runtime.rqjob import rq_queue
+from ..storage import keys
+from ..storage.codec import encode_state
 from ..storage.connection import open_redis
+from ..storage.store import Store
 from .handle import JobHandle
 from .registry import JobSpec
-from ..runtime.rqjob import rq_queue
-from ..storage.store import Store
 
 _default: "Client | None" = None
 _default_lock = threading.Lock()

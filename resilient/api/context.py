@@ -6,10 +6,10 @@ import time
 from itertools import islice
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sized, cast
 
-from ..ops import metrics
-from ..storage.codec import decode, encode_state
 from ..errors import Preempted
 from ..model import Attempt, Checkpoint, Death, JobOptions, Level
+from ..ops import metrics
+from ..storage.codec import decode, encode_state
 from ..storage.store import Store
 
 PROGRESS_WRITE_INTERVAL = 0.25  # seconds between progress writes that are not part of a checkpoint

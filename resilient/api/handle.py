@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..storage.codec import decode
 from ..errors import JobFailed, JobParked, JobTimeout, NoSuchJob
+from ..model import JobStatus
+from ..storage.codec import decode
 from ..storage.store import Store
 
 POLL_INTERVAL = 0.05
-FINAL = {"completed", "failed", "parked"}
 
 
 class JobHandle:
@@ -53,11 +53,11 @@ class JobHandle:
         while True:
             fields = self._fields()
             status = fields["status"]
-            if status == "completed":
+            if status == JobStatus.COMPLETED:
                 return decode(self._store.result_bytes(self.id) or b"\xc0", key=f"result of {self.id}")
-            if status == "failed":
+            if status == JobStatus.FAILED:
                 raise JobFailed(self.id, fields.get("error", "unknown error"))
-            if status == "parked":
+            if status == JobStatus.PARKED:
                 raise JobParked(self.id, fields.get("parked_reason", "no reason recorded"))
             if deadline is not None and time.monotonic() >= deadline:
                 raise JobTimeout(f"job {self.id} still {status} after {timeout} s")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from ..api.client import Client
 from ..errors import NoSuchJob
+from ..model import JobStatus
 from ..runtime.rqjob import fetch_rq_job, rebuild_rq_job
 
-NOT_RELEASABLE = ("completed", "queued")  # what RELEASE refuses; checked here only to skip a needless rebuild
+NOT_RELEASABLE = (JobStatus.COMPLETED, JobStatus.QUEUED)  # what RELEASE refuses; checked here only to skip a needless rebuild
 
 
 def requeue_job(client: Client, job_id: str, attempts: int = 10, restart: bool = False) -> str:

@@ -10,12 +10,12 @@ from typing import Any
 
 import click
 
-from . import report
 from ..api.client import Client
+from ..api.registry import import_job_modules, lookup
 from ..config import Settings, parse_size
 from ..errors import ConfigError, ResilientError
 from ..model import DEFAULT_THRESHOLDS
-from ..api.registry import import_job_modules, lookup
+from . import report
 
 
 class Group(click.Group):
@@ -100,8 +100,8 @@ def supervisor(ctx: click.Context, worker_args: tuple[str, ...], workers: int, l
                interval: float, log_level: str, log_format: str, metrics_port: int | None) -> None:
     """Requeue the jobs of workers that died (expired leases); with --workers N, also run N workers:
     `resilient supervisor --workers 4 myapp.jobs --memory-limit 1G`."""
-    from .logs import log_to_stderr
     from ..runtime.supervisor import run_supervisor
+    from .logs import log_to_stderr
 
     if workers and not worker_args:
         raise ConfigError("--workers needs the job modules to run, e.g. `resilient supervisor --workers 2 myapp.jobs`")
@@ -134,9 +134,8 @@ def server() -> None:
 @server.command("start")
 @click.pass_context
 def server_start(ctx: click.Context) -> None:
-    from ..storage.server import ensure_server
-
     from ..storage.connection import mask_password
+    from ..storage.server import ensure_server
 
     info = ensure_server(settings_of(ctx).data_dir)
     click.echo(f"running: {mask_password(info.url)} (pid {info.pid}, {info.binary}, data in {info.data_dir})")

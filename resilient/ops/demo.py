@@ -13,12 +13,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from ..api.client import Client
-from ..config import Settings
-from ..runtime.deaths import describe
-from ..model import Death
-from ..errors import ConfigError
 from ..api.handle import JobHandle
 from ..api.registry import import_job_modules, lookup
+from ..config import Settings
+from ..errors import ConfigError
+from ..model import FINAL_STATUSES, Death
+from ..runtime.deaths import describe
 
 console = Console()
 DEMO_JOB = "examples.squares.sum_squares"
@@ -68,7 +68,7 @@ def _watch(client: Client, handle: JobHandle, items: int, worker: subprocess.Pop
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("attempt 1", total=items)
         deadline = time.monotonic() + 30 + items * 0.5
-        while handle.status not in ("completed", "failed", "parked"):
+        while handle.status not in FINAL_STATUSES:
             if time.monotonic() > deadline or worker.poll() is not None:
                 raise ConfigError(f"the demo worker stopped or stalled; see {client.settings.data_dir}/demo-worker.log")
             fields = client.store.job_fields(handle.id)

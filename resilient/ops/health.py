@@ -91,9 +91,9 @@ def check_live(max_age: float = MAX_AGE) -> tuple[bool, str]:
 def check_ready(settings: Settings, max_age: float = MAX_AGE) -> tuple[bool, str]:
     """A local worker or supervisor ticks, Redis answers, none of them is still waiting for it, and every
     local worker is registered there."""
+    from ..errors import RedisUnavailable
     from ..storage import keys
     from ..storage.connection import open_redis
-    from ..errors import RedisUnavailable
 
     ticking = _ticking(max_age)
     if not ticking:

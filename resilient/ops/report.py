@@ -10,12 +10,12 @@ from rq.queue import Queue
 from rq.registry import StartedJobRegistry
 from rq.worker import Worker
 
+from ..config import Settings
+from ..model import Death
+from ..runtime.deaths import describe
+from ..runtime.memory_history import series
 from ..storage import keys
 from ..storage.codec import MsgpackSerializer
-from ..config import Settings
-from ..runtime.deaths import describe
-from ..model import Death
-from ..runtime.memory_history import series
 from ..storage.store import Store
 
 DEFAULTS = Settings()  # for records written before a field existed

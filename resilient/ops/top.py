@@ -10,9 +10,9 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from . import report
 from ..api.client import Client
 from ..model import DEFAULT_THRESHOLDS
+from . import report
 from .views import memory_text
 
 BAR = 20

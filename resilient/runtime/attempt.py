@@ -10,17 +10,17 @@ import signal
 import traceback
 from typing import Any
 
-from . import deaths
+from ..api.context import Context
+from ..api.registry import JobSpec
+from ..config import Settings
+from ..errors import CorruptCheckpoint, StaleAttempt
+from ..model import Attempt, Cause, Death, Decision
 from ..ops import metrics
 from ..storage.codec import encode_state
-from ..config import Settings
-from ..api.context import Context
-from ..errors import CorruptCheckpoint, StaleAttempt
+from ..storage.store import Store, now_ms
+from . import deaths
 from .memory_history import MemoryHistory
 from .memory_watch import MemoryWatcher
-from ..model import Attempt, Cause, Death, Decision
-from ..api.registry import JobSpec
-from ..storage.store import Store, now_ms
 
 log = logging.getLogger("resilient.attempt")
 Outcome = tuple[Death, Decision | None]  # the death, and what follows (None: a newer attempt owns the job)

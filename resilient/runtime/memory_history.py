@@ -6,8 +6,8 @@ import logging
 import threading
 from typing import Any, cast
 
-from ..storage import keys
 from ..model import Attempt
+from ..storage import keys
 from ..storage.store import Store, StreamEntries, now_ms
 
 log = logging.getLogger("resilient.memory")

@@ -14,8 +14,8 @@ from ..errors import CgroupUnavailable
 from ..memory import cgroup as cgroups
 from ..memory.governor import Governor
 from ..memory.limits import Limit, discover_limit, usage_reader
-from ..model import LEVELS, Level, Thresholds
 from ..memory.probe import kernel_oom_line, read_pressure, read_rss
+from ..model import LEVELS, Level, Thresholds
 
 log = logging.getLogger("resilient.memory")
 LIMIT_REFRESH = 5.0  # seconds between two reads of L (a container's limit can be changed live)

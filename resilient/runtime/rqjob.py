@@ -10,9 +10,9 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.utils import decode_redis_hash
 
-from ..storage.codec import MsgpackSerializer, inflate, read_head
-from ..errors import BadQueueEntry, CorruptCheckpoint, UnknownJob
 from ..api.registry import JobSpec, lookup
+from ..errors import BadQueueEntry, CorruptCheckpoint, UnknownJob
+from ..storage.codec import MsgpackSerializer, inflate, read_head
 
 log = logging.getLogger("resilient.rqjob")
 _HOOKS = ("success_callback_name", "failure_callback_name", "stopped_callback_name", "webhooks")

@@ -9,15 +9,15 @@ import threading
 
 import redis
 
-from ..ops import logs, metrics
+from ..api.registry import import_job_modules, lookup
 from ..config import Settings
-from ..storage.connection import wait_for_redis
 from ..errors import ConfigError
+from ..ops import logs, metrics
 from ..ops.health import WAITING, forget, mark_alive
 from ..ops.logs import log_to_stderr
+from ..storage.connection import wait_for_redis
 from .memory_watch import MemoryWatcher
 from .procs import become_subreaper, load_prctl, set_parent_death_signal
-from ..api.registry import import_job_modules, lookup
 from .worker import ResilientWorker
 
 log = logging.getLogger("resilient.worker")

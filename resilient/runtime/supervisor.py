@@ -14,16 +14,16 @@ from typing import Any, cast
 import redis
 from rq.registry import StartedJobRegistry
 
-from . import deaths
+from ..config import Settings
+from ..model import Cause, Claim
 from ..ops import health, metrics
 from ..storage import keys
-from .attempt import settle
-from ..config import Settings
 from ..storage.connection import open_redis, resolve_url, wait_for_redis
+from ..storage.store import Store
+from . import deaths
+from .attempt import settle
 from .procs import become_subreaper, end_orphans, set_parent_death_signal
 from .rqjob import fetch_rq_job, rq_queue
-from ..model import Cause, Claim
-from ..storage.store import Store
 
 log = logging.getLogger("resilient.supervisor")
 REAP_INTERVAL = 0.5  # seconds between two looks at the leases: detection within lease_ttl + this

@@ -19,20 +19,20 @@ from rq.queue import Queue
 from rq.utils import now
 from rq.worker import Worker
 
-from . import deaths
+from ..api.registry import JobSpec
+from ..config import Settings, format_size
+from ..errors import BadQueueEntry, Preempted, StaleAttempt, UnknownJob
+from ..model import Attempt, Death, Decision, Level
 from ..ops import health, logs, metrics
 from ..storage import keys
 from ..storage.codec import MsgpackSerializer
-from ..config import Settings, format_size
 from ..storage.connection import REDIS_AWAY
-from .attempt import AttemptRun, Outcome, settle, thresholds_of
-from ..errors import BadQueueEntry, Preempted, StaleAttempt, UnknownJob
-from .memory_watch import MemoryWatcher
-from ..model import Attempt, Death, Decision, Level
-from .procs import die_with_parent, end_leftovers
-from ..api.registry import JobSpec
-from .rqjob import ResilientJob, rq_keys
 from ..storage.store import Store
+from . import deaths
+from .attempt import AttemptRun, Outcome, settle, thresholds_of
+from .memory_watch import MemoryWatcher
+from .procs import die_with_parent, end_leftovers
+from .rqjob import ResilientJob, rq_keys
 
 log = logging.getLogger("resilient.worker")
 OUR_BEAT_INTERVAL = 1.0  # seconds between two of our heartbeat extras

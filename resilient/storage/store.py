@@ -8,13 +8,25 @@ from typing import Any, cast
 import redis
 from redis.typing import EncodableT, FieldT
 
+from ..errors import CorruptCheckpoint, StaleAttempt
+from ..model import Attempt, Cause, Checkpoint, Claim, Death, DeathCount, JobOptions, JobStatus
 from . import keys
 from .codec import decode, encode
-from ..errors import CorruptCheckpoint, StaleAttempt
-from ..model import Attempt, Cause, Checkpoint, Claim, Death, DeathCount, JobOptions
-from .scripts import (BEGIN, CLAIM, DEATH, FINISH, PROMOTE, REFUSE, RELEASE, RENEW, REQUEUE, RESCUE, SAVE,
-                      SET_FIELDS, STALE)
-
+from .scripts import (
+    BEGIN,
+    CLAIM,
+    DEATH,
+    FINISH,
+    PROMOTE,
+    REFUSE,
+    RELEASE,
+    RENEW,
+    REQUEUE,
+    RESCUE,
+    SAVE,
+    SET_FIELDS,
+    STALE,
+)
 
 _BINARY_FIELDS = {b"result", b"last_death", b"call"}  # msgpack, not text
 # A stream's entries as our clients (decode_responses=False) return them; redis-py types them more broadly.
@@ -56,7 +68,7 @@ class Store:
         at = now_ms()
         pipe = pipeline if pipeline is not None else self.r.pipeline()
         fields: dict[FieldT, EncodableT] = {
-            "name": name, "queue": queue, "status": "queued", "epoch": 0, "attempt": 0, "seq": 0,
+            "name": name, "queue": queue, "status": JobStatus.QUEUED.value, "epoch": 0, "attempt": 0, "seq": 0,
             "max_attempts": max_attempts, "max_stuck": max_stuck, "max_mem_stuck": max_mem_stuck,
             "enqueued_at": at, "deaths": 0}
         if on_oom_queue:
@@ -123,13 +135,13 @@ class Store:
         _fenced(self._set_fields(keys=[keys.job(attempt.job_id)], args=args), attempt)
 
     def complete(self, attempt: Attempt, result: bytes) -> None:
-        self._finish_attempt(attempt, "completed", "completed", result=result)
+        self._finish_attempt(attempt, JobStatus.COMPLETED, "completed", result=result)
 
     def fail(self, attempt: Attempt, error: str) -> None:
-        self._finish_attempt(attempt, "failed", "failed", error=error)
+        self._finish_attempt(attempt, JobStatus.FAILED, "failed", error=error)
 
     def park(self, attempt: Attempt, reason: str) -> None:
-        self._finish_attempt(attempt, "parked", "parked", parked_reason=reason)
+        self._finish_attempt(attempt, JobStatus.PARKED, "parked", parked_reason=reason)
 
     def _finish_attempt(self, attempt: Attempt, status: str, event: str, **fields: Any) -> None:
         job_id = attempt.job_id

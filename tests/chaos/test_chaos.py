@@ -12,7 +12,6 @@ import time
 
 import psutil
 import pytest
-
 import testjobs
 from conftest import ROOT
 

@@ -11,15 +11,15 @@ import time
 
 import psutil
 import pytest
-
 import testjobs
 from conftest import ROOT, wait_until
+
 from resilient import CheckpointError, ConfigError, JobFailed, JobParked, NoSuchJob
-from resilient.storage import keys
-from resilient.ops.admin import requeue_job
-from resilient.storage.codec import encode
 from resilient.errors import StaleAttempt
+from resilient.ops.admin import requeue_job
 from resilient.runtime.rqjob import rq_queue
+from resilient.storage import keys
+from resilient.storage.codec import encode
 
 
 def test_poison_job_is_parked_after_three_deaths(client, start_worker, redis_url):

@@ -8,15 +8,15 @@ import signal
 import psutil
 import pytest
 import redis
-
 import testjobs
 from conftest import wait_until
+
 from resilient import Client
-from resilient.storage.codec import encode
 from resilient.config import Settings
-from resilient.storage.server import ensure_server, stop_server
 from resilient.errors import StaleAttempt
 from resilient.runtime.supervisor import Reaper
+from resilient.storage.codec import encode
+from resilient.storage.server import ensure_server, stop_server
 
 
 def test_a_completed_job_takes_no_more_writes(client):

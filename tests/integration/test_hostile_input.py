@@ -12,13 +12,13 @@ import zlib
 
 import msgpack
 import pytest
-from rq.command import send_stop_job_command
-
 import testjobs
 from conftest import wait_until
+from rq.command import send_stop_job_command
+
 from resilient import JobFailed, JobHandle
-from resilient.storage.codec import MsgpackSerializer
 from resilient.runtime.rqjob import rq_queue
+from resilient.storage.codec import MsgpackSerializer
 
 MiB = 1024 * 1024
 

@@ -6,11 +6,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 import testjobs
+
 from resilient import Client, ConfigError
-from resilient.storage import keys
 from resilient.runtime.rqjob import rq_queue
+from resilient.storage import keys
 
 
 @pytest.mark.parametrize("job_id", ["has space", "a:b", "ü"])

@@ -9,6 +9,7 @@ import sys
 
 import testjobs
 from conftest import ROOT, wait_until
+
 from resilient.storage.store import now_ms
 
 JOB_FIELDS = {"id", "name", "queue", "status", "attempt", "done", "total", "checkpoint_seq", "checkpoint_age_s",

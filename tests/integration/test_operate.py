@@ -10,9 +10,9 @@ import sys
 
 import psutil
 import pytest
-
 import testjobs
 from conftest import ROOT, WorkerProcess, wait_until
+
 from resilient import Client
 from resilient.storage.server import ensure_server, stop_server
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import redis
-
 import testjobs
 from conftest import WorkerProcess, wait_until
+
 from resilient import Client
 from resilient.storage.server import ensure_server, stop_server
 

@@ -7,7 +7,6 @@ import random
 import signal
 
 import redis
-
 import testjobs
 from conftest import wait_until
 

@@ -19,9 +19,9 @@ import psutil
 import pytest
 import redis
 
-from resilient.storage.connection import check_reachable, connect, mask_password, open_redis
 from resilient.config import Settings
 from resilient.errors import RedisUnavailable
+from resilient.storage.connection import check_reachable, connect, mask_password, open_redis
 from resilient.storage.server import ServerInfo, ensure_server, find_server_binary, server_status, stop_server
 
 ROOT = Path(__file__).resolve().parents[2]

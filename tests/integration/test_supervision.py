@@ -10,9 +10,10 @@ import threading
 
 import testjobs
 from conftest import ROOT, wait_until
+
 from resilient.config import Settings
-from resilient.storage.connection import connect
 from resilient.runtime.supervisor import Reaper
+from resilient.storage.connection import connect
 from resilient.storage.store import now_ms
 
 LEASE_TTL = 2.0

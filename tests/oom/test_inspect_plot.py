@@ -7,9 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from cgroup_support import cgroups_or_skip
-
 import testjobs
+from cgroup_support import cgroups_or_skip
 from conftest import ROOT
 
 pytestmark = pytest.mark.oom

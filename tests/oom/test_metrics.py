@@ -8,11 +8,9 @@ import socket
 import urllib.request
 
 import pytest
-from cgroup_support import cgroups_or_skip
-
 import testjobs
+from cgroup_support import cgroups_or_skip
 from conftest import wait_until
-
 
 
 def _free_port() -> int:

@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from cgroup_support import cgroups_or_skip
-
 import testjobs
+from cgroup_support import cgroups_or_skip
 from conftest import wait_until
+
 from resilient import JobParked
 from resilient.memory.cgroup import Cgroup, find_cgroup, move_into, oom_kill_count
 

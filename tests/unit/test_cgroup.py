@@ -9,9 +9,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from cgroup_support import GiB, MiB, FakeHierarchy, cgroups_or_skip
+from cgroup_support import FakeHierarchy, GiB, MiB, cgroups_or_skip
 
 from resilient.errors import CgroupUnavailable
+from resilient.memory import probe
 from resilient.memory.cgroup import (
     Cgroup,
     ancestors,
@@ -26,7 +27,6 @@ from resilient.memory.cgroup import (
     remove,
     v1_mount,
 )
-from resilient.memory import probe
 from resilient.memory.limits import discover_limit
 from resilient.memory.probe import kernel_oom_line
 

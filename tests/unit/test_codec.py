@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resilient.storage.codec import MsgpackSerializer, decode, encode, encode_state, inflate, read_head
 from resilient.errors import CheckpointError, CorruptCheckpoint
+from resilient.storage.codec import MsgpackSerializer, decode, encode, encode_state, inflate, read_head
 
 scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | \
     st.text() | st.binary()

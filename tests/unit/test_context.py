@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from resilient import CheckpointError, Preempted
-from resilient.runtime.attempt import settle
 from resilient.api.context import Context
 from resilient.model import Attempt, Death, Decision, JobOptions, Level
+from resilient.runtime.attempt import settle
 
 
 class Clock:

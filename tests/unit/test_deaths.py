@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from resilient.runtime.deaths import Death, classify, decide, describe, memory_diagnosis, wait_evidence
 from resilient.api.registry import JobOptions
+from resilient.runtime.deaths import Death, classify, decide, describe, memory_diagnosis, wait_evidence
 from resilient.storage.store import DeathCount
 
 

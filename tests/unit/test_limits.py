@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cgroup_support import FAKE_RAM, GiB, MiB, FakeHierarchy
+from cgroup_support import FAKE_RAM, FakeHierarchy, GiB, MiB
 
 from resilient.memory.limits import (
     CONFIGURED,
