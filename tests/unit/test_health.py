@@ -27,11 +27,17 @@ def test_default_dir_is_private_to_the_user(tmp_path: Path, monkeypatch: pytest.
         forget("worker")
 
 
-def test_a_planted_symlink_is_not_written_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private health dir set as RESILIENT_HEALTH_DIR."""
+    path = tmp_path / "health"
+    path.mkdir(mode=0o700)
+    monkeypatch.setenv("RESILIENT_HEALTH_DIR", str(path))
+    return path
+
+
+def test_a_planted_symlink_is_not_written_through(tmp_path: Path, directory: Path) -> None:
     """A symlink where the tick file goes is replaced; the file it points to is left alone."""
-    directory = tmp_path / "health"
-    directory.mkdir(mode=0o700)
-    monkeypatch.setenv("RESILIENT_HEALTH_DIR", str(directory))
     victim = tmp_path / "victim"
     victim.write_text("precious")
     (directory / f"worker-{os.getpid()}").symlink_to(victim)
@@ -44,11 +50,8 @@ def test_a_planted_symlink_is_not_written_through(tmp_path: Path, monkeypatch: p
         forget("worker")
 
 
-def test_only_our_own_processes_count_as_alive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_our_own_processes_count_as_alive(directory: Path) -> None:
     """A fresh file naming a live process that is not a resilient worker does not make the probe pass."""
-    directory = tmp_path / "health"
-    directory.mkdir(mode=0o700)
-    monkeypatch.setenv("RESILIENT_HEALTH_DIR", str(directory))
     other = subprocess.Popen(["sleep", "60"])
     try:
         (directory / f"worker-{other.pid}").write_text("not-a-worker")
