@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, cast
+from typing import Any
 
 from ..model import Attempt
-from ..storage import keys
-from ..storage.store import Store, StreamEntries, now_ms
+from ..storage.store import Store
 
 log = logging.getLogger("resilient.memory")
 INTERVAL = 1.0
@@ -30,21 +29,15 @@ class MemoryHistory:
         self._stop.set()
 
     def _run(self) -> None:
-        key = keys.memory(self.attempt.job_id, self.attempt.attempt)
         # the first sample after a second: a job that ends sooner costs no write (nor a connection)
         while not self._stop.wait(INTERVAL):
             try:
-                self.store.r.xadd(key, {"at": now_ms(), "rss": self.governor.usage, "level": self.governor.level},
-                                  maxlen=CAP, approximate=True)
+                self.store.add_memory_sample(self.attempt, self.governor.usage, str(self.governor.level), CAP)
             except Exception as exc:  # history is for people; never let it disturb the job
                 log.debug("memory history: %s", exc)
 
 
 def series(store: Store, job_id: str, attempts: int) -> list[dict[str, Any]]:
     """Every sample of every attempt, oldest first: {at, rss, level, attempt}."""
-    samples = []
-    for attempt in range(1, attempts + 1):
-        for _, fields in cast(StreamEntries, store.r.xrange(keys.memory(job_id, attempt))):
-            samples.append({"at": int(fields[b"at"]), "rss": int(fields[b"rss"]),
-                            "level": fields[b"level"].decode(), "attempt": attempt})
-    return samples
+    return [{**sample, "attempt": attempt} for attempt in range(1, attempts + 1)
+            for sample in store.memory_samples(job_id, attempt)]

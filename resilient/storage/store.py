@@ -197,6 +197,17 @@ class Store:
                             args=[attempt.epoch, self.lease_ms, attempt.job_id])
         return int(_fenced(reply, attempt))
 
+    def add_memory_sample(self, attempt: Attempt, rss: int, level: str, cap: int) -> None:
+        """One point of the attempt's memory history (its own capped stream)."""
+        self.r.xadd(keys.memory(attempt.job_id, attempt.attempt), {"at": now_ms(), "rss": rss, "level": level},
+                    maxlen=cap, approximate=True)
+
+    def memory_samples(self, job_id: str, attempt: int) -> list[dict[str, Any]]:
+        """An attempt's memory history, oldest first: {at, rss, level}."""
+        entries = cast(StreamEntries, self.r.xrange(keys.memory(job_id, attempt)))
+        return [{"at": int(fields[b"at"]), "rss": int(fields[b"rss"]), "level": fields[b"level"].decode()}
+                for _, fields in entries]
+
     def server_ms(self) -> int:
         """The Redis server's clock: the one lease deadlines are written in."""
         seconds, micros = self.r.time()
