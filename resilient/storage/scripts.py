@@ -1,10 +1,20 @@
 """The Lua scripts behind store.py. Each one runs atomically on the server; every write on behalf of
 an attempt starts with the epoch check (_FENCE) so that a superseded attempt writes nothing."""
 
+from rq.job import JobStatus as RQStatus
+
+from ..model import JobStatus
 from .keys import lua_names
 
 STALE = "STALE"
 _NAMES = lua_names()
+# Job statuses by their names in model.JobStatus (and RQ's by RQ's), so that no script spells one itself.
+_STATUSES = f"""
+local QUEUED, RUNNING = '{JobStatus.QUEUED}', '{JobStatus.RUNNING}'
+local COMPLETED, FAILED, PARKED = '{JobStatus.COMPLETED}', '{JobStatus.FAILED}', '{JobStatus.PARKED}'
+local RQ_QUEUED, RQ_FAILED = '{RQStatus.QUEUED.value}', '{RQStatus.FAILED.value}'
+local function is_final(status) return status == COMPLETED or status == FAILED or status == PARKED end
+"""
 
 # Each script starts by comparing the attempt's epoch with the job's: a superseded attempt writes nothing.
 # A job in a final status takes no more writes from any attempt either (completed stays completed, once):
@@ -12,7 +22,7 @@ _NAMES = lua_names()
 _FENCE = """
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 'STALE' end
 local fenced_status = redis.call('HGET', KEYS[1], 'status')
-if fenced_status == 'completed' or fenced_status == 'failed' or fenced_status == 'parked' then return 'STALE' end
+if is_final(fenced_status) then return 'STALE' end
 """
 # The clock seam: whatever is compared across hosts (lease deadlines, when a delayed retry is due) is the
 # Redis server's clock, here and in Store.server_ms(), so hosts with skewed clocks agree. Host clocks only
@@ -31,7 +41,7 @@ local function push_back(job_id, queue, delay_ms, now)
     return
   end
   redis.call('SADD', RQ_QUEUES, rq_queue_key(queue))
-  redis.call('HSET', rq_job_key(job_id), 'status', 'queued', 'origin', queue)
+  redis.call('HSET', rq_job_key(job_id), 'status', RQ_QUEUED, 'origin', queue)
   redis.call('LPUSH', rq_queue_key(queue), job_id)
 end
 """
@@ -39,13 +49,13 @@ end
 BEGIN = _SERVER_MS + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'MISSING'} end
-if status == 'completed' or status == 'parked' or status == 'failed' then return {'DONE', status} end
+if is_final(status) then return {'DONE', status} end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 if attempt > tonumber(redis.call('HGET', KEYS[1], 'max_attempts')) then
   return {'EXHAUSTED', epoch, attempt}
 end
-redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'host', ARGV[2], 'started_at', ARGV[3])
+redis.call('HSET', KEYS[1], 'status', RUNNING, 'worker', ARGV[1], 'host', ARGV[2], 'started_at', ARGV[3])
 for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('ZADD', KEYS[3], server_ms() + tonumber(ARGV[5]), ARGV[6])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'started', 'at', ARGV[3],
@@ -79,7 +89,7 @@ for i = 7, #ARGV, 2 do
   if ARGV[i] ~= 'result' then table.insert(event, ARGV[i]); table.insert(event, ARGV[i + 1]) end
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(event))
-if ARGV[2] == 'parked' then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6]) end
+if ARGV[2] == PARKED then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6]) end
 redis.call('ZREM', KEYS[4], ARGV[6])
 return 'OK'
 """
@@ -122,8 +132,8 @@ return {'OK', counted[1], counted[2], counted[3], counted[4]}
 
 # ARGV: epoch, now, reason, queue, events cap, rerouted (0/1), job id, delay ms
 REQUEUE = _FENCE + _SERVER_MS + _PUSH_BACK + """
-if fenced_status ~= 'running' then return 'STALE' end  -- requeued already: a retried call pushes nothing twice
-redis.call('HSET', KEYS[1], 'status', 'queued', 'queue', ARGV[4])
+if fenced_status ~= RUNNING then return 'STALE' end  -- requeued already: a retried call pushes nothing twice
+redis.call('HSET', KEYS[1], 'status', QUEUED, 'queue', ARGV[4])
 redis.call('ZREM', KEYS[3], ARGV[7])
 if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'mem_stuck', 0); redis.call('HDEL', KEYS[1], 'mem_seq') end
 push_back(ARGV[7], ARGV[4], ARGV[8], server_ms())
@@ -140,7 +150,7 @@ local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'LIMIT', 0, 100)
 for _, job_id in ipairs(due) do
   redis.call('ZREM', DELAYED, job_id)
   local queue = redis.call('HGET', job_key(job_id), 'queue')
-  if queue and redis.call('HGET', job_key(job_id), 'status') == 'queued' then
+  if queue and redis.call('HGET', job_key(job_id), 'status') == QUEUED then
     push_back(job_id, queue, 0, now)
   end
 end
@@ -150,7 +160,7 @@ return #due
 # A queue entry stranded in RQ's intermediate list (its worker died between taking it and starting it):
 # back to the front of its queue, if it is still ours to move. ARGV: job id, queue.
 RESCUE = _PUSH_BACK + """
-if redis.call('HGET', job_key(ARGV[1]), 'status') ~= 'queued' then return 0 end
+if redis.call('HGET', job_key(ARGV[1]), 'status') ~= QUEUED then return 0 end
 if redis.call('ZSCORE', LEASES, ARGV[1]) or redis.call('ZSCORE', DELAYED, ARGV[1]) then
   return 0
 end
@@ -170,13 +180,13 @@ return 1
 REFUSE = """
 redis.call('LREM', KEYS[3], 1, ARGV[1])
 local status = redis.call('HGET', KEYS[1], 'status')
-if status and status ~= 'queued' then return status end
+if status and status ~= QUEUED then return status end
 if status then
-  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2], 'finished_at', ARGV[3])
+  redis.call('HSET', KEYS[1], 'status', FAILED, 'error', ARGV[2], 'finished_at', ARGV[3])
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'failed', 'at', ARGV[3], 'error', ARGV[2])
 end
 if redis.call('EXISTS', KEYS[4]) == 1 then
-  redis.call('HSET', KEYS[4], 'status', 'failed', 'exc_info', ARGV[2])
+  redis.call('HSET', KEYS[4], 'status', RQ_FAILED, 'exc_info', ARGV[2])
   redis.call('EXPIRE', KEYS[4], ARGV[6])
   redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1])
 end
@@ -199,7 +209,7 @@ return math.max(tonumber(times[1] or '0'), tonumber(times[2] or '0'))
 CLAIM = _NAMES + _RECORD_DEATH + """
 local deadline = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if not deadline or tonumber(deadline) > tonumber(ARGV[2]) then return false end
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then
+if redis.call('HGET', KEYS[1], 'status') ~= RUNNING then
   redis.call('ZREM', KEYS[3], ARGV[1])
   return false
 end
@@ -221,12 +231,12 @@ return {epoch, counted[1], counted[2], counted[3], counted[4], evidence, job[4],
 RELEASE = _PUSH_BACK + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'MISSING' end
-if status == 'completed' or status == 'queued' then return status end
+if status == COMPLETED or status == QUEUED then return status end
 local rq_job = 'rq:job:' .. ARGV[3]
 if redis.call('EXISTS', rq_job) == 0 then return 'NO_RQ_RECORD' end
 redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
-redis.call('HSET', KEYS[1], 'status', 'queued', 'stuck', 0, 'mem_stuck', 0,
+redis.call('HSET', KEYS[1], 'status', QUEUED, 'stuck', 0, 'mem_stuck', 0,
   'max_attempts', attempt + tonumber(ARGV[2]))
 redis.call('HDEL', KEYS[1], 'parked_reason', 'error')
 redis.call('ZREM', KEYS[3], ARGV[3])
@@ -239,3 +249,8 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'requeued', 'at
   'from_seq', redis.call('HGET', KEYS[1], 'seq') or '0', 'reason', 'operator', 'queue', queue)
 return 'OK'
 """
+
+# Every script starts with the status names.
+(BEGIN, SAVE, SET_FIELDS, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, RENEW, CLAIM, RELEASE) = (
+    _STATUSES + script
+    for script in (BEGIN, SAVE, SET_FIELDS, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, RENEW, CLAIM, RELEASE))
