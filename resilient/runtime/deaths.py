@@ -8,7 +8,9 @@ import signal
 from typing import Any
 
 from ..config import format_size
+from ..errors import Preempted, StaleAttempt
 from ..model import Cause, Death, DeathCount, Decision, JobOptions, crashed
+from ..storage.connection import REDIS_AWAY
 
 # Exit codes a horse uses to tell its parent why it stepped aside.
 EXIT_PREEMPTED_MEMORY = 75
@@ -24,6 +26,18 @@ _EXIT_CAUSES = {
     EXIT_OOM_SELF: Cause.OOM_SELF,
     EXIT_REDIS_LOST: Cause.PREEMPTED_REDIS,
 }
+
+
+def exit_code_for(exc: BaseException) -> int | None:
+    """The exit code a horse ends with for a control-flow exception (classify reads it back), or None
+    for a real failure of the job."""
+    if isinstance(exc, Preempted):
+        return EXIT_PREEMPTED_MEMORY if exc.reason == "memory" else EXIT_PREEMPTED_SHUTDOWN
+    if isinstance(exc, StaleAttempt):
+        return EXIT_STALE
+    if isinstance(exc, REDIS_AWAY):  # not the job's fault: it resumes from its last checkpoint
+        return EXIT_REDIS_LOST
+    return None
 
 
 def classify(wait_status: int, oom_kills_before: int | None, oom_kills_after: int | None,

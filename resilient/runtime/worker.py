@@ -21,7 +21,7 @@ from rq.worker import Worker
 
 from ..api.registry import JobSpec
 from ..config import Settings, format_size
-from ..errors import BadQueueEntry, Preempted, StaleAttempt, UnknownJob
+from ..errors import BadQueueEntry, StaleAttempt, UnknownJob
 from ..model import Attempt, Death, Decision, Level
 from ..ops import health, logs, metrics
 from ..storage import keys
@@ -67,6 +67,11 @@ class ResilientWorker(Worker):
         self._drained = False
 
     @property
+    def stopping(self) -> bool:
+        """A warm stop was requested. (RQ private, pinned in test_rq_pins: RQ has no public flag for it.)"""
+        return self._stop_requested
+
+    @property
     def ended_cleanly(self) -> bool:
         """The work loop ended because it was asked to (a signal) or ran out of work (burst). RQ ends it just
         as quietly after an unhandled exception, which must not look like a clean stop to a supervisor."""
@@ -81,7 +86,7 @@ class ResilientWorker(Worker):
             self._job_in_hand = False
 
     def _execute(self, job: ResilientJob, queue: Queue) -> None:
-        if self._stop_requested:  # SIGTERM came after the dequeue: the job goes back untouched
+        if self.stopping:  # SIGTERM came after the dequeue: the job goes back untouched
             self._hand_back(job, queue)
             log.info("job %s handed back to %s: stopping", job.id, queue.name)
             return
@@ -181,7 +186,7 @@ class ResilientWorker(Worker):
             super().fork_work_horse(job, queue)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        if self._stop_requested:  # asked to stop before the horse existed: tell it now
+        if self.stopping:  # asked to stop before the horse existed: tell it now
             self._ask_horse_to_step_aside()
 
     def main_work_horse(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
@@ -211,12 +216,9 @@ class ResilientWorker(Worker):
         """In the horse: control-flow exceptions become exit codes; real failures follow RQ's path.
         (RQ private, pinned in test_rq_pins: the one place every exception of perform_job passes through.)"""
         exc = exc_info[1]
-        if isinstance(exc, Preempted):
-            os._exit(deaths.EXIT_PREEMPTED_MEMORY if exc.reason == "memory" else deaths.EXIT_PREEMPTED_SHUTDOWN)
-        if isinstance(exc, StaleAttempt):
-            os._exit(deaths.EXIT_STALE)
-        if isinstance(exc, REDIS_AWAY):  # not the job's fault: resume from the last checkpoint
-            os._exit(deaths.EXIT_REDIS_LOST)
+        code = deaths.exit_code_for(exc)
+        if code is not None:
+            os._exit(code)
         try:
             if self._run is not None:
                 self._run.record_failure(exc)
@@ -302,7 +304,7 @@ class ResilientWorker(Worker):
 
     # --- memory pressure: take no new job while the worker's memory is under pressure ---------------
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
-        while not self._stop_requested:  # (a stop noted while a job was in hand, see request_stop)
+        while not self.stopping:  # (a stop noted while a job was in hand, see request_stop)
             self._wait_out_pressure()
             try:
                 result = self._despite_redis_away(
@@ -336,7 +338,7 @@ class ResilientWorker(Worker):
             return
         log.warning("memory %s (%s of %s): taking no new job until it drops", level,
                     format_size(self.memory.usage()), format_size(self.memory.limit.bytes))
-        while not self._stop_requested:
+        while not self.stopping:
             self.pressure_waits += 1
             self._our_beat_at = float("-inf")  # publish pressure_waits at once
             self.heartbeat()
@@ -421,6 +423,7 @@ class ResilientWorker(Worker):
 
     def request_force_stop(self, signum: int, frame: Any) -> None:
         """Second SIGTERM: stop now; the job still resumes from its last checkpoint elsewhere."""
+        # RQ private (pinned in test_rq_pins): when the first request came; RQ's own handler reads it too
         if self._shutdown_requested_date and now() - self._shutdown_requested_date < timedelta(seconds=1):
             return
         log.warning("cold shutdown")

@@ -5,10 +5,19 @@ from __future__ import annotations
 import signal
 
 import pytest
+import redis
 
-from resilient.api.registry import JobOptions
-from resilient.runtime.deaths import Death, classify, decide, describe, memory_diagnosis, wait_evidence
-from resilient.storage.store import DeathCount
+from resilient.errors import Preempted, StaleAttempt
+from resilient.model import DeathCount, JobOptions
+from resilient.runtime.deaths import (
+    Death,
+    classify,
+    decide,
+    describe,
+    exit_code_for,
+    memory_diagnosis,
+    wait_evidence,
+)
 
 
 def exited(code: int) -> int:
@@ -74,3 +83,19 @@ def test_descriptions_are_plain_words():
                                          "oom_kill_after": 1}))
     assert text == "killed by the kernel OOM killer (peak RSS 1.0 MiB, limit 2.0 MiB, oom_kill 0→1)"
     assert "unknown source" in memory_diagnosis(Death("oom:self", {}), DeathCount(2, 2, 0, 2))
+
+
+@pytest.mark.parametrize("exc, code", [
+    (Preempted("memory"), 75),
+    (Preempted("shutdown"), 76),
+    (StaleAttempt("superseded"), 77),
+    (redis.ConnectionError("gone"), 79),
+    (redis.exceptions.OutOfMemoryError("OOM command not allowed"), 79),
+    (redis.exceptions.ReadOnlyError("READONLY"), 79),
+    (ValueError("the job's own bug"), None),
+])
+def test_exit_code_for_each_way_a_horse_steps_aside(exc, code):
+    """Control flow becomes an exit code that classify() reads back; a real failure has none."""
+    assert exit_code_for(exc) == code
+    if code is not None:
+        assert classify(exited(code), 0, 0) != f"crashed:exit{code}"
