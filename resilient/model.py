@@ -115,6 +115,7 @@ class JobOptions:
     max_memory_deaths_at_same_checkpoint: int = 2
     timeout: int = -1  # seconds; -1: no time limit (batch jobs are long)
     on_oom_queue: str | None = None
+    memory: int | None = None  # bytes of RSS the job needs at its peak, as declared (memory="300M")
     soft: float | None = None  # per-job memory thresholds; None: the worker's
     hard: float | None = None
     critical: float | None = None

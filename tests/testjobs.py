@@ -233,3 +233,17 @@ def child_then_work(ctx: resilient.Context, url: str, n: int = 400) -> int:
     for _ in ctx.iterate(range(n)):
         time.sleep(0.01)
     return n
+
+
+@resilient.job(queue="tests", memory="400M")
+def declared_too_big(ctx: resilient.Context, url: str, key: str) -> str:
+    """Declares a 400M peak; logs that it ran."""
+    _log(url, key, "ran")
+    return "ran"
+
+
+@resilient.job(queue="tests", memory="400M", on_oom_queue="big")
+def declared_big_with_a_big_queue(ctx: resilient.Context, url: str, key: str) -> str:
+    """Declares a 400M peak and a queue for big jobs; logs that it ran."""
+    _log(url, key, "ran")
+    return "ran"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..config import parse_size
 from ..errors import ConfigError, UnknownJob
 from ..model import JobOptions
 
@@ -52,6 +53,9 @@ class JobSpec:
 
 def job(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
     """Register a batch function as a resilient job: `@resilient.job` or `@resilient.job(queue=...)`."""
+
+    if isinstance(options.get("memory"), str):
+        options["memory"] = parse_size(options["memory"])
 
     def register(func: Callable[..., Any]) -> JobSpec:
         spec = JobSpec(func, JobOptions(**options))

@@ -91,7 +91,7 @@ class ResilientWorker(Worker):
             log.info("job %s handed back to %s: stopping", job.id, queue.name)
             return
         spec = self._allowed_spec(job, queue)
-        if spec is None:
+        if spec is None or self._turned_away(job, queue, spec):
             return
         verdict, run = AttemptRun.begin(job.id, spec, self.store, self.memory, self.settings, self.name, self.host)
         if not isinstance(run, AttemptRun):
@@ -151,6 +151,24 @@ class ResilientWorker(Worker):
         except (BadQueueEntry, UnknownJob) as exc:
             self._refuse(job.id, queue, f"{exc}; nothing executed")
         return None
+
+    def _turned_away(self, job: ResilientJob, queue: Queue, spec: JobSpec) -> bool:
+        """A job declared bigger than this worker's hard line cannot finish here: it goes to its
+        on_oom_queue (unless that is where it is) or is parked, before any attempt."""
+        needs = spec.options.memory
+        limit = self.memory.refresh_limit().bytes
+        hard = self.memory.thresholds(*thresholds_of(spec)).hard
+        if not needs or needs <= hard * limit:
+            return False
+        where = spec.options.on_oom_queue if spec.options.on_oom_queue != queue.name else None
+        reason = (f"needs ~{format_size(needs)} (declared), more than the hard line {format_size(int(hard * limit))} "
+                  f"of this worker's {format_size(limit)} limit ({self.memory.limit.source})")
+        reason += f"; routed to {where}" if where else "; give it a bigger limit or an on_oom_queue"
+        if self.store.turn_away(job.id, queue.name, reason, where):
+            log.warning("job %s not started: %s", job.id, reason)
+            if where is None:
+                self._fail_in_rq(job, queue, f"parked: {reason}")
+        return True
 
     def _not_startable(self, job: ResilientJob, queue: Queue, verdict: str, attempt: Attempt | str) -> None:
         if verdict == "EXHAUSTED" and isinstance(attempt, Attempt):

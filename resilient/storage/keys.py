@@ -59,7 +59,7 @@ def lua_names() -> str:
     """The same names for Lua scripts: constants and functions of a job id or queue name."""
     intermediate_suffix = rq_intermediate("").removeprefix(rq_queue(""))
     return f"""
-local LEASES, PARKED, DEATHS, DELAYED, RQ_QUEUES = '{LEASES}', '{PARKED}', '{DEATHS}', '{DELAYED}', '{RQ_QUEUES}'
+local LEASES, PARKED_SET, DEATHS, DELAYED, RQ_QUEUES = '{LEASES}', '{PARKED}', '{DEATHS}', '{DELAYED}', '{RQ_QUEUES}'
 local function job_key(id) return '{job("")}' .. id end
 local function rq_queue_key(name) return '{rq_queue("")}' .. name end
 local function rq_intermediate_key(name) return '{rq_queue("")}' .. name .. '{intermediate_suffix}' end

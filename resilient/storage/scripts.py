@@ -193,6 +193,27 @@ end
 return 'REFUSED'
 """
 
+# A job that cannot fit under this worker's memory limit, turned away before any attempt: its entry leaves
+# RQ's intermediate list, and it goes to the front of `to` (its on_oom_queue) or, with no such queue, is
+# parked with the reason. Nothing is counted: it never ran. ARGV: job id, from queue, to queue ('' = park),
+# reason, now, events cap.
+TURN_AWAY = _PUSH_BACK + """
+if redis.call('HGET', job_key(ARGV[1]), 'status') ~= QUEUED then return 0 end
+redis.call('LREM', rq_intermediate_key(ARGV[2]), 0, ARGV[1])
+if ARGV[3] ~= '' then
+  redis.call('HSET', job_key(ARGV[1]), 'queue', ARGV[3])
+  push_back(ARGV[1], ARGV[3], 0, 0)
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', 'type', 'requeued', 'at', ARGV[5],
+    'from_seq', redis.call('HGET', job_key(ARGV[1]), 'seq') or '0', 'reason', ARGV[4], 'queue', ARGV[3],
+    'delay_ms', 0)
+  return 1
+end
+redis.call('HSET', job_key(ARGV[1]), 'status', PARKED, 'parked_reason', ARGV[4], 'finished_at', ARGV[5])
+redis.call('ZADD', PARKED_SET, ARGV[5], ARGV[1])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', 'type', 'parked', 'at', ARGV[5], 'parked_reason', ARGV[4])
+return 2
+"""
+
 # ARGV: epoch, ttl ms, job id. XX: a finished attempt's lease is gone and must stay gone. Returns when the
 # attempt last made a checkpoint (ms; its start when it has made none yet), for the stall watchdog.
 RENEW = _FENCE + _SERVER_MS + """
@@ -251,6 +272,6 @@ return 'OK'
 """
 
 # Every script starts with the status names.
-(BEGIN, SAVE, SET_FIELDS, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, RENEW, CLAIM, RELEASE) = (
-    _STATUSES + script
-    for script in (BEGIN, SAVE, SET_FIELDS, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, RENEW, CLAIM, RELEASE))
+(BEGIN, SAVE, SET_FIELDS, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM, RELEASE) = (
+    _STATUSES + script for script in (BEGIN, SAVE, SET_FIELDS, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE,
+                                      TURN_AWAY, RENEW, CLAIM, RELEASE))

@@ -26,6 +26,7 @@ from .scripts import (
     SAVE,
     SET_FIELDS,
     STALE,
+    TURN_AWAY,
 )
 
 _BINARY_FIELDS = {b"result", b"last_death", b"call"}  # msgpack, not text
@@ -58,6 +59,7 @@ class Store:
         self._promote = connection.register_script(PROMOTE)
         self._rescue = connection.register_script(RESCUE)
         self._refuse = connection.register_script(REFUSE)
+        self._turn_away = connection.register_script(TURN_AWAY)
 
     # --- enqueue side -------------------------------------------------------------------------
     def create_job(self, job_id: str, name: str, queue: str, max_attempts: int, max_stuck: int = 3,
@@ -181,6 +183,13 @@ class Store:
 
     def rescue_stranded(self, job_id: str, queue: str) -> bool:
         return bool(self._rescue(args=[job_id, queue]))
+
+    def turn_away(self, job_id: str, from_queue: str, reason: str, to_queue: str | None) -> bool:
+        """A job that cannot fit under this worker's limit, before any attempt: to the front of `to_queue`,
+        or parked with `reason` when there is none. False when the job is no longer waiting to run."""
+        reply = self._turn_away(keys=[keys.events(job_id)],
+                                args=[job_id, from_queue, to_queue or "", reason, now_ms(), self.event_history])
+        return bool(reply)
 
     def refuse(self, job_id: str, reason: str, rq_keys: list[str], rq_ttl: int) -> str:
         """Drop a refused queue entry; fail its job (ours and RQ's record) if it was waiting to run.
