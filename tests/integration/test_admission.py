@@ -4,8 +4,8 @@ at once with what it needs, and counts no attempt."""
 from __future__ import annotations
 
 import pytest
-
 import testjobs
+
 from resilient import JobParked
 
 
