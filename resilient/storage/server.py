@@ -13,6 +13,7 @@ import fcntl
 import importlib.util
 import json
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -222,14 +223,35 @@ def _read_password(data_dir: Path) -> str | None:
 
 
 def _free_port(preferred: int = 0) -> int:
-    """preferred if nothing listens there, else a port the OS picks (bind to port 0)."""
+    """preferred if nothing listens there, else a free port below the range the kernel gives outgoing
+    connections: there, a client reconnecting while the server is down cannot take the port as its own
+    local port, so a restarted server comes back where its clients look."""
+    for port in [preferred] * bool(preferred) + _quiet_ports():
+        if _can_bind(port):
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))  # nothing free below the range: let the OS pick
+        return int(sock.getsockname()[1])
+
+
+def _quiet_ports(tries: int = 50) -> list[int]:
+    """Random candidates in the 12000 ports just below the local ephemeral range (Linux; 49152 elsewhere)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 49152
+    bottom = max(1024, low - 12000)
+    return [random.randrange(bottom, low) for _ in range(tries)] if low > bottom else []
+
+
+def _can_bind(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is fine
         try:
-            sock.bind((HOST, preferred))
+            sock.bind((HOST, port))
         except OSError:
-            sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+            return False
+        return True
 
 
 def _log_since(data_dir: Path, offset: int) -> str:

@@ -267,3 +267,14 @@ def test_a_reply_that_never_comes_times_out(redis_url: str, redis_client: redis.
             assert time.monotonic() - started < 1.4
         finally:
             redis_client.execute_command("CLIENT", "UNPAUSE")
+
+
+def test_a_new_server_listens_below_the_ports_outgoing_connections_use(tmp_path):
+    """So that a client reconnecting while the server is down cannot take its port (the kernel picks local
+    ports for outgoing connections from ip_local_port_range), and a restart comes back on the same port."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    info = ensure_server(tmp_path / "redis")
+    try:
+        assert info.port < low
+    finally:
+        stop_server(info.data_dir)
