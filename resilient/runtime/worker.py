@@ -26,7 +26,7 @@ from ..model import Attempt, Death, Decision, Level
 from ..ops import health, logs, metrics
 from ..storage import keys
 from ..storage.codec import MsgpackSerializer
-from ..storage.connection import REDIS_AWAY
+from ..storage.connection import REDIS_AWAY, keep_trying, reason_for
 from ..storage.store import Store
 from . import deaths
 from .attempt import AttemptRun, Outcome, settle, thresholds_of
@@ -38,8 +38,6 @@ log = logging.getLogger("resilient.worker")
 OUR_BEAT_INTERVAL = 1.0  # seconds between two of our heartbeat extras
 PRESSURE_POLL = 0.2  # seconds between two looks at memory while not taking jobs
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what the horse takes as "checkpoint and step aside"
-REDIS_WAIT_FIRST = 0.5  # seconds before asking a Redis that refused us again, doubling ...
-REDIS_WAIT_CAP = 10.0  # ... up to this (so a long wait logs one line per 10 s)
 T = TypeVar("T")
 
 
@@ -274,15 +272,8 @@ class ResilientWorker(Worker):
     def _despite_redis_away(self, what: str, action: Callable[[], T]) -> T:
         """Run `action`; while Redis cannot take it (unreachable, full, read-only), say why, wait and retry.
         The worker stays live meanwhile: an outage is no reason to lose what it knows about a job."""
-        delay = REDIS_WAIT_FIRST
-        while True:
-            try:
-                return action()
-            except REDIS_AWAY as exc:
-                log.warning("cannot %s: %s; trying again in %.1f s", what, _redis_trouble(exc), delay)
-            health.mark_alive("worker", self.name)
-            time.sleep(delay)
-            delay = min(delay * 2, REDIS_WAIT_CAP)
+        return keep_trying(action, REDIS_AWAY, lambda exc: f"cannot {what}: {reason_for(exc)}",
+                           lambda: health.mark_alive("worker", self.name))
 
     def _judge(self, job: ResilientJob, pid: int, wait_status: int, rusage: Any) -> Outcome | None:
         """The run's outcome, judged once and kept on it (Redis away: waited for, see _despite_redis_away)."""
@@ -371,7 +362,7 @@ class ResilientWorker(Worker):
         try:
             super().run_maintenance_tasks()  # type: ignore[no-untyped-call]  # untyped in RQ
         except REDIS_AWAY as exc:
-            log.warning("registry clean-up skipped: %s", _redis_trouble(exc))
+            log.warning("registry clean-up skipped: %s", reason_for(exc))
 
     @property
     def dequeue_timeout(self) -> int:
@@ -387,7 +378,7 @@ class ResilientWorker(Worker):
         try:
             self._beat(timeout, pipeline)
         except REDIS_AWAY as exc:  # the next beat tries again; taking jobs waits in dequeue meanwhile
-            log.warning("heartbeat: %s", _redis_trouble(exc))
+            log.warning("heartbeat: %s", reason_for(exc))
 
     def _beat(self, timeout: int | None, pipeline: Any) -> None:
         now = time.monotonic()
@@ -456,13 +447,3 @@ class ResilientWorker(Worker):
             if outcome is not None:
                 self._settle(job, queue, queue.started_job_registry, self._execution, *outcome)
         raise SystemExit(0)
-
-
-
-def _redis_trouble(exc: BaseException) -> str:
-    """What is wrong with Redis, in words an operator can act on."""
-    if isinstance(exc, redis.exceptions.OutOfMemoryError):
-        return "Redis refuses writes: it reached its maxmemory (free memory there or raise maxmemory)"
-    if isinstance(exc, redis.exceptions.ReadOnlyError):
-        return "Redis is a read-only replica now (failover?): waiting for a writable primary"
-    return f"Redis is unreachable ({exc})"

@@ -6,7 +6,8 @@ import logging
 import re
 import socket
 import threading
-from typing import TYPE_CHECKING, Callable
+import time
+from typing import TYPE_CHECKING, Callable, TypeVar
 from urllib.parse import urlsplit
 
 import redis
@@ -32,9 +33,10 @@ CONNECT_TIMEOUT = 5.0
 SOCKET_TIMEOUT = 30.0
 CHECK_TIMEOUT = 5.0  # whole check: half to connect, half for the reply
 HEALTH_CHECK_INTERVAL = 30
-WAIT_FIRST = 0.5  # seconds a starting worker or supervisor waits before it asks an absent Redis again
-WAIT_CAP = 10.0  # ... doubling up to this (below the health probe's 30 s max age: it ticks between asks)
+WAIT_FIRST = 0.5  # seconds a process waits before it asks a Redis that failed it again, doubling ...
+WAIT_CAP = 10.0  # ... up to this (below the health probe's 30 s max age: it ticks between asks)
 log = logging.getLogger("resilient.connection")
+T = TypeVar("T")
 # Redis cannot take our writes for now: unreachable, out of memory (maxmemory with noeviction), or a replica
 # after a failover. None of it is the job's fault: wait, and resume from the last checkpoint.
 REDIS_AWAY = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError)
@@ -83,7 +85,7 @@ def check_reachable(client: redis.Redis, url: str) -> None:
     try:
         probe.ping()
     except (redis.RedisError, OSError) as exc:
-        raise RedisUnavailable(mask_password(url), _reason(exc)) from None
+        raise RedisUnavailable(mask_password(url), reason_for(exc)) from None
     finally:
         probe.close()
 
@@ -100,23 +102,38 @@ def open_redis(settings: Settings) -> tuple[redis.Redis, str]:
     return client, mask_password(url)
 
 
+def keep_trying(action: Callable[[], T], retry_on: type[BaseException] | tuple[type[BaseException], ...],
+                reason: Callable[[BaseException], str | None], tick: Callable[[], None],
+                pause: Callable[[float], object] = time.sleep) -> T:
+    """Run `action` until it returns. While it raises `retry_on`, log `reason(exc)` (None: not worth waiting
+    for, re-raised), call `tick` (the caller stays live for its health probe), wait (WAIT_FIRST, doubling up
+    to WAIT_CAP) and try again."""
+    delay = WAIT_FIRST
+    while True:
+        try:
+            return action()
+        except retry_on as exc:
+            why = reason(exc)
+            if why is None:
+                raise
+            log.warning("%s; next try in %.1f s", why, delay)
+        tick()
+        pause(delay)
+        delay = min(delay * 2, WAIT_CAP)
+
+
 def wait_for_redis(settings: Settings, tick: Callable[[], None],
                    stop: threading.Event) -> tuple[redis.Redis, str] | None:
     """open_redis for long-running processes: a Redis that is not there yet (compose or k8s starting it
     alongside) is asked again with backoff, calling `tick` between asks so the process stays live.
     A refused password is not waited for: asking again cannot fix it. None when `stop` is set meanwhile."""
-    delay = WAIT_FIRST
-    while not stop.is_set():
-        tick()
-        try:
-            return open_redis(settings)
-        except RedisUnavailable as exc:
-            if exc.reason == AUTH_FAILED:
-                raise
-            log.warning("%s; waiting for it, next try in %.1f s", exc, delay)
-        stop.wait(delay)
-        delay = min(delay * 2, WAIT_CAP)
-    return None
+
+    def waiting_for_it(exc: BaseException) -> str | None:
+        return None if isinstance(exc, RedisUnavailable) and exc.reason == AUTH_FAILED else f"{exc}; waiting for it"
+
+    tick()
+    return keep_trying(lambda: None if stop.is_set() else open_redis(settings), RedisUnavailable,
+                       waiting_for_it, tick, stop.wait)
 
 
 def mask_password(url: str) -> str:
@@ -124,10 +141,14 @@ def mask_password(url: str) -> str:
     return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", url))
 
 
-def _reason(exc: BaseException) -> str:
+def reason_for(exc: BaseException) -> str:
     """Turn a redis-py/socket error into a short reason a user can act on."""
     cause = exc.__context__
     text = str(exc)
+    if isinstance(exc, OutOfMemoryError):
+        return "Redis refuses writes: it reached its maxmemory (free memory there or raise maxmemory)"
+    if isinstance(exc, ReadOnlyError):
+        return "Redis is a read-only replica now (failover?): waiting for a writable primary"
     if isinstance(exc, AuthenticationError) or (
         isinstance(exc, ResponseError) and text.startswith(("NOAUTH", "WRONGPASS", "AUTH"))
     ):
