@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from ..model import Level
+from ..model import PREEMPTIONS, Level
 
 _enabled = False
 _m: dict[str, Any] = {}
@@ -55,7 +55,7 @@ def death(cause: str, redone_items: int = 0) -> None:
     if not _enabled:
         return
     _m["deaths"].labels(cause).inc()
-    if cause.startswith("preempted:"):
+    if cause in PREEMPTIONS:
         _m["preemptions"].labels(cause.split(":", 1)[1]).inc()
     if redone_items > 0:
         _m["redone"].inc(redone_items)
