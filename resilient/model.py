@@ -80,13 +80,27 @@ class Death:
     evidence: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def for_neighbours(self) -> bool:
+        """A memory death of a job that shared its limit and did not cross the hard line alone: its
+        neighbours' doing as much as its own (see deaths.blame)."""
+        return bool(self.evidence.get("for_neighbours"))
+
+    @property
     def counts_toward_cap(self) -> bool:
-        """Preemptions are the worker stepping aside on purpose: not failures."""
-        return self.cause not in NOT_COUNTED
+        """Preemptions are the worker stepping aside on purpose: not failures; nor is a kernel kill that the
+        job's neighbours brought about."""
+        return self.cause not in NOT_COUNTED and not self.for_neighbours
 
     @property
     def is_memory(self) -> bool:
-        return self.cause in MEMORY_CAUSES
+        """A memory death the job caused alone (the ones that may park it as too big for its limit)."""
+        return self.cause in MEMORY_CAUSES and not self.for_neighbours
+
+    @property
+    def counts_as_attempt(self) -> bool:
+        """Toward max_attempts: only what the job caused itself (not a shutdown, an outage, a superseded
+        attempt, nor a step-aside or kill for its neighbours)."""
+        return self.counts_toward_cap or self.is_memory
 
     @property
     def is_preemption(self) -> bool:
@@ -149,7 +163,7 @@ class DeathCount:
     stuck: int  # deaths since the checkpoint seq last advanced
     memory_stuck: int  # memory deaths at the same seq
     seq: int
-    attempt: int
+    attempt: int  # attempts that count toward max_attempts (see Death.counts_as_attempt)
 
 
 @dataclass(frozen=True)

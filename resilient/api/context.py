@@ -32,13 +32,14 @@ class Context:
 
     def __init__(self, attempt: Attempt, store: Store, options: JobOptions, checkpoint: Checkpoint | None,
                  max_checkpoint_bytes: int, governor: MemoryWatch | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, on_persist: Callable[[], None] | None = None) -> None:
         self._attempt = attempt
         self._store = store
         self._interval = options.checkpoint_every
         self._max_bytes = max_checkpoint_bytes
         self._governor = governor
         self._clock = clock
+        self._on_persist = on_persist
         self._state = decode(checkpoint.data, max_checkpoint_bytes, key=f"checkpoint of {attempt.job_id}") \
             if checkpoint else None
         self.seq = checkpoint.seq if checkpoint else 0
@@ -138,5 +139,7 @@ class Context:
         metrics.checkpoint_saved(time.perf_counter() - started)
         self._state = state
         self._urgent = False
+        if self._on_persist is not None:
+            self._on_persist()
         interval = self._interval / 4 if self._level_seen == Level.SOFT else self._interval
         self._next_due = self._clock() + interval

@@ -37,6 +37,7 @@ class Governor:
         read_usage: Callable[[], int],
         read_psi: Callable[[], Pressure | None] | None = None,
         on_critical: Callable[[int], None] | None = None,
+        arbiter: Callable[[Level, int], Level] | None = None,
         interval: float = 0.1,
         fast_interval: float = 0.01,
         clock: Callable[[], float] = time.monotonic,
@@ -54,6 +55,7 @@ class Governor:
         self._read_usage = read_usage
         self._read_psi = read_psi
         self._on_critical = on_critical
+        self._arbiter = arbiter  # turns the group's level into this horse's (see LimitGroup.level_for)
         self._clock = clock
         self._level = Level.OK
         self._critical_reported = False
@@ -78,7 +80,8 @@ class Governor:
         self.peak = max(self.peak, usage)
         if self._read_psi is not None and self._psi_due():
             self.psi = self._read_psi()
-        self._level = self.classify(usage, self.psi)
+        level = self.classify(usage, self.psi)
+        self._level = self._arbiter(level, usage) if self._arbiter is not None else level
         self.samples += 1
         self.sampled_at = self._clock()
         if self._level == Level.CRITICAL and self._on_critical is not None and self._claim_critical():

@@ -22,7 +22,7 @@ def health_dir() -> Path:
     return configured_health_dir() or Path(tempfile.gettempdir()) / f"resilient-health-{os.getuid()}"
 
 
-def _private_dir() -> Path:
+def private_dir() -> Path:
     """The health dir, made 0700; refused when it is a symlink or belongs to another user."""
     directory = health_dir()
     try:
@@ -41,7 +41,7 @@ def mark_alive(role: str, name: str) -> None:
     """Called from a loop tick: the file's mtime says when this process last made progress. Written aside
     and renamed into place: a probe never reads it half written, and a symlink there is replaced, not
     written through."""
-    directory = _private_dir()
+    directory = private_dir()
     aside = directory / f".{role}.{os.getpid()}.tmp"  # no "-": probes do not take it for a tick file
     fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as file:
@@ -58,7 +58,7 @@ def _ticking(max_age: float) -> list[tuple[str, str]]:
     wait for Redis at start)."""
     found = []
     now = time.time()
-    for path in _private_dir().glob("*-*"):
+    for path in private_dir().glob("*-*"):
         role, _, pid = path.name.rpartition("-")
         try:
             info = os.lstat(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import traceback
 from typing import Any
@@ -40,6 +41,7 @@ class AttemptRun:
         self.outcome: Outcome | None = None
         self.ctx: Context | None = None
         self.stop_pending: str | None = None
+        self.group_facts: dict[str, Any] = {}  # the limit group as it was when the horse ended
 
     @classmethod
     def begin(cls, job_id: str, spec: JobSpec, store: Store, memory: MemoryWatcher, settings: Settings,
@@ -57,13 +59,14 @@ class AttemptRun:
         attempt = self.attempt
         checkpoint = self.store.start_in_horse(attempt, os.getpid())
         self.ctx = Context(attempt, self.store, self.spec.options, checkpoint, self.settings.max_checkpoint_bytes,
-                           governor=self.memory.governor)
+                           governor=self.memory.governor, on_persist=self.memory.checkpointed)
         if self.stop_pending:
             self.ctx.request_stop(self.stop_pending)
         if self.memory.governor is not None:
             MemoryHistory(self.store, attempt, self.memory.governor).start()
         result = self.spec.fn(self.ctx, *args, **kwargs)
-        self.store.complete(attempt, encode_state(result, self.settings.max_checkpoint_bytes, "result"))
+        self.store.complete(attempt, encode_state(result, self.settings.max_checkpoint_bytes, "result"),
+                            peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         return result
 
     def request_stop(self, reason: str) -> None:
@@ -116,13 +119,16 @@ class AttemptRun:
         evidence.update(cause=cause, attempt=attempt.attempt, worker=self.worker, host=self.host)
         if cause == Cause.STALLED:
             evidence.update(checkpoint_age=self.stalled_for, stall_timeout=self.settings.stall_timeout)
+        evidence.update(self.group_facts)
+        hard = self.memory.thresholds(*thresholds_of(self.spec)).hard
+        evidence.update(deaths.blame(cause, evidence, int(hard * self.memory.limit.bytes)))
         death = Death(cause, evidence)
         log.warning("job %s attempt %d: %s", attempt.job_id, attempt.attempt, deaths.describe(death))
         metrics.death(cause, evidence["done"] - evidence["checkpoint_done"])
         if cause == Cause.STALE:
             return death, None
         try:
-            count = self.store.record_death(attempt, cause, evidence, death.counts_toward_cap, death.is_memory)
+            count = self.store.record_death(attempt, death)
         except StaleAttempt:
             return death, None
         return death, deaths.decide(death, count, self.spec.options, queue, backoff_base,

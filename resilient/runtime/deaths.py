@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import format_size
 from ..errors import Preempted, StaleAttempt
-from ..model import Cause, Death, DeathCount, Decision, JobOptions, crashed
+from ..model import MEMORY_CAUSES, Cause, Death, DeathCount, Decision, JobOptions, crashed
 from ..storage.connection import REDIS_AWAY
 
 # Exit codes a horse uses to tell its parent why it stepped aside.
@@ -105,6 +105,20 @@ def decide(death: Death, count: DeathCount, options: JobOptions, queue: str, bac
     return Decision("requeue", queue, death.cause, delay=delay)
 
 
+def blame(cause: str, evidence: dict[str, Any], hard_bytes: int) -> dict[str, Any]:
+    """Whose doing a memory death was, from the limit group's facts in `evidence`: `for_neighbours` when
+    the job shared its limit and its horse alone stayed under the hard line (then it counts against
+    nothing); for a kernel kill with neighbours, whether the killed horse was the biggest."""
+    neighbours = evidence.get("neighbours") or []
+    if cause not in MEMORY_CAUSES or not neighbours:
+        return {}
+    alone = max(int(evidence.get("ru_maxrss") or 0), int(evidence.get("own_rss") or 0))
+    facts: dict[str, Any] = {"for_neighbours": alone < hard_bytes}
+    if cause == Cause.OOM_KERNEL:
+        facts["biggest"] = alone >= max(int(n.get("rss") or 0) for n in neighbours)
+    return facts
+
+
 def peak_rss(evidence: dict[str, Any]) -> int:
     """The highest figure we have: the governor's samples or the kernel's ru_maxrss of the horse."""
     return max(int(evidence.get(key) or 0) for key in ("rss", "peak_rss", "ru_maxrss"))
@@ -136,7 +150,7 @@ def describe(death: Death) -> str:
         Cause.LOST: "lost: its worker stopped renewing the lease (the whole worker or its container gone?)",
         Cause.STALE: "superseded by a newer attempt",
     }
-    words = sentences.get(death.cause, f"crashed ({death.cause})")
+    words = _for_neighbours(death) or sentences.get(death.cause, f"crashed ({death.cause})")
     facts = []
     peak = peak_rss(ev)
     if peak:
@@ -146,3 +160,20 @@ def describe(death: Death) -> str:
     if "oom_kill_before" in ev:
         facts.append(f"oom_kill {ev['oom_kill_before']}→{ev['oom_kill_after']}")
     return words + (f" ({', '.join(facts)})" if facts else "")
+
+
+def _for_neighbours(death: Death) -> str | None:
+    """The sentence for a memory death the job's neighbours brought about (None for any other death)."""
+    if not death.for_neighbours:
+        return None
+    ev = death.evidence
+    group = (f"group {ev.get('group', '?')} at {format_size(ev.get('group_usage'))} of "
+             f"{format_size(ev.get('group_limit'))}")
+    others = len(ev.get("neighbours") or [])
+    if death.cause == Cause.OOM_KERNEL:
+        biggest = "the biggest" if ev.get("biggest") else "not the biggest"
+        return (f"killed by the kernel OOM killer while {others} other job(s) shared its limit ({group}; this "
+                f"job was {biggest}); not counted against it")
+    how = "stepped aside" if death.cause == Cause.PREEMPTED_MEMORY else "stopped at the critical line"
+    return (f"{how} for its neighbours: {group}, this job {format_size(ev.get('own_rss'))}, chosen because "
+            f"{ev.get('chosen_because', 'it was the one to go')}; not counted against it")

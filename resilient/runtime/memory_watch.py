@@ -16,6 +16,7 @@ from ..memory.governor import Governor
 from ..memory.limits import Limit, discover_limit, usage_reader
 from ..memory.probe import kernel_oom_line, read_pressure, read_rss
 from ..model import LEVELS, Level, Thresholds
+from .limit_group import LimitGroup, group_id
 
 log = logging.getLogger("resilient.memory")
 LIMIT_REFRESH = 5.0  # seconds between two reads of L (a container's limit can be changed live)
@@ -40,6 +41,9 @@ class MemoryWatcher:
         self._shared = mmap.mmap(-1, _SHARED.size)  # anonymous, shared with the horses we fork
         self.governor: Governor | None = None  # the horse's
         self._watch = Governor(self.limit, self.thresholds(), self.usage, read_psi=self._read_psi)  # the parent's
+        self.worker_pid = os.getpid()
+        gid = group_id(self.limit)
+        self.group = LimitGroup(gid, lambda: self.limit, self.usage, settings.hard) if gid else None
 
     # --- parent ----------------------------------------------------------------------------------
     def _enter_own_cgroup(self, limit: int) -> cgroups.Cgroup | None:
@@ -121,7 +125,33 @@ class MemoryWatcher:
         return {"rss": self._watch.usage, "limit": self.limit.bytes, "limit_source": self.limit.source,
                 "level": level, "soft": self.settings.soft, "hard": self.settings.hard}
 
+    def admit(self, job_id: str, expected: int | None) -> bool:
+        """Take a seat in the limit group if the job fits its headroom (always, for a worker alone)."""
+        if self.group is None:
+            return True
+        return self.group.admit(self.worker_pid, job_id, expected, self.settings.soft, self.settings.hard)
+
+    def fits(self, expected: int | None) -> bool:
+        """Would a job of this expected peak be admitted now (a look, no seat taken)?"""
+        if self.group is None:
+            return True
+        return self.group.fits_now(self.worker_pid, expected, self.settings.soft, self.settings.hard)
+
+    def group_members(self) -> set[tuple[int, str]]:
+        """(worker pid, job id) of every seat in the group: what changes when one leaves or comes."""
+        if self.group is None:
+            return set()
+        return {(seat.worker_pid, seat.job_id) for seat in self.group.members()}
+
+    def has_neighbours(self) -> bool:
+        return self.group is not None and self.group.others_present(self.worker_pid)
+
+    def release_seat(self) -> dict[str, Any]:
+        """The horse is gone: give the seat back; the group facts a death is judged by ({} alone)."""
+        return self.group.leave(self.worker_pid) if self.group is not None else {}
+
     def close(self) -> None:
+        self.release_seat()
         if self.child_cgroup is not None:
             cgroups.remove(self.child_cgroup)
             self.child_cgroup = None
@@ -141,11 +171,24 @@ class MemoryWatcher:
             shared[:] = _SHARED.pack(usage, peak, level, time.time())
             return usage
 
+        group, worker_pid = self.group, self.worker_pid
+        arbiter = None
+        if group is not None:
+            group.horse_started(worker_pid, os.getpid())
+
+            def arbiter(level: Level, usage: int) -> Level:
+                return group.level_for(worker_pid, level, usage)
+
         self.governor = Governor(self.limit, thresholds or self.thresholds(), read_and_share,
-                                 read_psi=self._read_psi, on_critical=on_critical,
+                                 read_psi=self._read_psi, on_critical=on_critical, arbiter=arbiter,
                                  interval=self.settings.sample_interval)
         self.governor.start()
         return self.governor
+
+    def checkpointed(self) -> None:
+        """In the horse, after a checkpoint persisted: the group's victim choice weighs work since then."""
+        if self.group is not None:
+            self.group.checkpointed(self.worker_pid)
 
 
 def _remove_groups_of_dead_workers() -> None:

@@ -30,6 +30,7 @@ from ..storage.connection import REDIS_AWAY, keep_trying, reason_for
 from ..storage.store import Store
 from . import deaths
 from .attempt import AttemptRun, Outcome, settle, thresholds_of
+from .limit_group import expected_peak
 from .memory_watch import MemoryWatcher
 from .procs import die_with_parent, end_leftovers
 from .rqjob import ResilientJob, rq_keys
@@ -37,6 +38,7 @@ from .rqjob import ResilientJob, rq_keys
 log = logging.getLogger("resilient.worker")
 OUR_BEAT_INTERVAL = 1.0  # seconds between two of our heartbeat extras
 PRESSURE_POLL = 0.2  # seconds between two looks at memory while not taking jobs
+HEADROOM_PATIENCE = 5.0  # seconds a worker waits for its group to change before it looks at its queues again
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what the horse takes as "checkpoint and step aside"
 T = TypeVar("T")
 
@@ -63,6 +65,8 @@ class ResilientWorker(Worker):
         self._our_beat_at = float("-inf")
         self._job_in_hand = False  # between taking a job off its queue and RQ counting this worker busy
         self._drained = False
+        self._waiting_for: tuple[str, int | None] | None = None  # a job handed back for lack of headroom
+        self.headroom_waits = 0
 
     @property
     def stopping(self) -> bool:
@@ -89,10 +93,16 @@ class ResilientWorker(Worker):
             log.info("job %s handed back to %s: stopping", job.id, queue.name)
             return
         spec = self._allowed_spec(job, queue)
-        if spec is None or self._turned_away(job, queue, spec):
+        if spec is None or self._turned_away(job, queue, spec) or not self._admitted(job, queue, spec):
             return
-        verdict, run = AttemptRun.begin(job.id, spec, self.store, self.memory, self.settings, self.name, self.host)
+        try:
+            verdict, run = AttemptRun.begin(job.id, spec, self.store, self.memory, self.settings, self.name,
+                                            self.host)
+        except BaseException:
+            self.memory.release_seat()
+            raise
         if not isinstance(run, AttemptRun):
+            self.memory.release_seat()
             self._not_startable(job, queue, verdict, run)
             return
         self._run, self._current = run, (job, queue)
@@ -103,6 +113,7 @@ class ResilientWorker(Worker):
                 # RQ skips its own clean-up when the job already finished elsewhere: drop our ghost entry
                 self._forget_execution(job, self._execution)
         finally:
+            self.memory.release_seat()  # (given back already when the horse was waited for)
             self._cancel_grace_timer()
             metrics.checkpoint_age(0.0)  # no job, no age: a stale figure would look like a hung job
             logs.unbind("job_id", "attempt", "epoch", "queue")
@@ -111,6 +122,8 @@ class ResilientWorker(Worker):
     def wait_for_horse(self) -> Any:
         pid, status, rusage = super().wait_for_horse()
         self._last_wait_status = status
+        if pid and self._run is not None:
+            self._run.group_facts = self.memory.release_seat()
         if pid:
             end_leftovers(pid, keep=self._own_children())
             metrics.process_exited(pid)
@@ -167,6 +180,40 @@ class ResilientWorker(Worker):
             if where is None:
                 self._fail_in_rq(job, queue, f"parked: {reason}")
         return True
+
+    def _admitted(self, job: ResilientJob, queue: Queue, spec: JobSpec) -> bool:
+        """Under a limit shared with other workers, a job starts only when its expected peak fits the
+        group's headroom; otherwise it goes back to the front of its queue (where a worker under another
+        limit may take it) and this worker waits for the group to change before it takes another."""
+        expected = spec.options.memory
+        if self.memory.has_neighbours() and not expected:
+            expected = expected_peak(None, *self.store.peaks(job.id, spec.name))
+        if self.memory.admit(job.id, expected):
+            self._waiting_for = None
+            return True
+        self._hand_back(job, queue)
+        self._waiting_for = (job.id, expected)
+        self.headroom_waits += 1
+        log.info("job %s waits for headroom: expected peak %s; group at %s of %s", job.id,
+                 format_size(expected) if expected else "unknown (below the soft line only)",
+                 format_size(self.memory.usage()), format_size(self.memory.limit.bytes))
+        return False
+
+    def _wait_for_headroom(self) -> None:
+        """After handing a job back for lack of headroom: wait, reading only local state, until it would
+        fit or a member of the group has left (then the queue may hold something else), at most
+        HEADROOM_PATIENCE seconds."""
+        if self._waiting_for is None:
+            return
+        _, expected = self._waiting_for
+        members = self.memory.group_members()
+        deadline = time.monotonic() + HEADROOM_PATIENCE
+        self._our_beat_at = float("-inf")  # publish the wait at once
+        while not self.stopping and time.monotonic() < deadline:
+            self.heartbeat()
+            time.sleep(PRESSURE_POLL)
+            if self.memory.fits(expected) or self.memory.group_members() != members:
+                break
 
     def _not_startable(self, job: ResilientJob, queue: Queue, verdict: str, attempt: Attempt | str) -> None:
         if verdict == "EXHAUSTED" and isinstance(attempt, Attempt):
@@ -314,6 +361,7 @@ class ResilientWorker(Worker):
     # --- memory pressure: take no new job while the worker's memory is under pressure ---------------
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         while not self.stopping:  # (a stop noted while a job was in hand, see request_stop)
+            self._wait_for_headroom()
             self._wait_out_pressure()
             try:
                 result = self._despite_redis_away(

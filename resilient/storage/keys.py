@@ -34,6 +34,11 @@ def worker_status(name: str) -> str:
     return f"{PREFIX}worker:{name}"
 
 
+def peaks(function: str) -> str:
+    """List: the peak RSS of the last attempts of a job function (bytes, newest first)."""
+    return f"{PREFIX}peaks:{function}"
+
+
 def memory(job_id: str, attempt: int) -> str:
     return f"{PREFIX}mem:{job_id}:{attempt}"
 
@@ -64,4 +69,5 @@ local function job_key(id) return '{job("")}' .. id end
 local function rq_queue_key(name) return '{rq_queue("")}' .. name end
 local function rq_intermediate_key(name) return '{rq_queue("")}' .. name .. '{intermediate_suffix}' end
 local function rq_job_key(id) return '{rq_job("")}' .. id end
+local function peaks_key(name) return '{peaks("")}' .. name end
 """

@@ -52,7 +52,8 @@ if not status then return {'MISSING'} end
 if is_final(status) then return {'DONE', status} end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-if attempt > tonumber(redis.call('HGET', KEYS[1], 'max_attempts')) then
+local free = tonumber(redis.call('HGET', KEYS[1], 'free') or '0')  -- attempts ended by no fault of the job
+if attempt - free > tonumber(redis.call('HGET', KEYS[1], 'max_attempts')) then
   return {'EXHAUSTED', epoch, attempt}
 end
 redis.call('HSET', KEYS[1], 'status', RUNNING, 'worker', ARGV[1], 'host', ARGV[2], 'started_at', ARGV[3])
@@ -80,11 +81,28 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 'OK'
 """
 
-# ARGV: epoch, new status, now, event type, events cap, job id, then field/value pairs for hash and event.
-FINISH = _FENCE + """
+# The peak RSS of an attempt's horse: the job's highest in its hash, and the last 20 of its function (what
+# admission learns an expected peak from; they expire 30 days after the function last ran).
+_RECORD_PEAK = """
+local function record_peak(job_key, rss)
+  rss = tonumber(rss)
+  if rss <= 0 then return end
+  if rss > tonumber(redis.call('HGET', job_key, 'peak_rss') or '0') then redis.call('HSET', job_key, 'peak_rss', rss) end
+  local name = redis.call('HGET', job_key, 'name')
+  if not name then return end
+  redis.call('LPUSH', peaks_key(name), rss)
+  redis.call('LTRIM', peaks_key(name), 0, 19)
+  redis.call('EXPIRE', peaks_key(name), 2592000)
+end
+"""
+
+# ARGV: epoch, new status, now, event type, events cap, job id, the horse's peak rss (0: unknown), then
+# field/value pairs for hash and event.
+FINISH = _FENCE + _NAMES + _RECORD_PEAK + """
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3])
+record_peak(KEYS[1], ARGV[7])
 local event = {'type', ARGV[4], 'at', ARGV[3], 'epoch', ARGV[1]}
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   if ARGV[i] ~= 'result' then table.insert(event, ARGV[i]); table.insert(event, ARGV[i + 1]) end
 end
@@ -95,11 +113,14 @@ return 'OK'
 """
 
 # Records a death in the job's hash and timeline and counts it: `stuck` counts deaths that count toward the
-# cap and `mem_stuck` memory deaths, each restarting at 1 when the checkpoint seq has moved. Shared by
+# cap and `mem_stuck` memory deaths, each restarting at 1 when the checkpoint seq has moved; `free` counts
+# attempts that ended by no fault of the job (a step-aside for neighbours or a shutdown): max_attempts does
+# not count those. Shared by
 # DEATH (a worker judged its horse's end) and CLAIM (a reaper found a lease expired); the decision that
 # follows is Python's (deaths.decide), for both alike.
 _RECORD_DEATH = """
-local function record_death(job_key, events_key, job_id, epoch, cause, evidence, now, counts, memory, cap, rss)
+local function record_death(job_key, events_key, job_id, epoch, cause, evidence, now, counts, memory, cap, rss,
+                            charged)
   local seq = tonumber(redis.call('HGET', job_key, 'seq') or '0')
   local function bump(counter, at_seq)
     local last = tonumber(redis.call('HGET', job_key, at_seq) or '-1')
@@ -111,22 +132,23 @@ local function record_death(job_key, events_key, job_id, epoch, cause, evidence,
   local mem_stuck = tonumber(redis.call('HGET', job_key, 'mem_stuck') or '0')
   if counts == '1' then stuck = bump('stuck', 'stuck_seq') end
   if memory == '1' then mem_stuck = bump('mem_stuck', 'mem_seq') end
-  local peak = tonumber(redis.call('HGET', job_key, 'peak_rss') or '0')
-  if tonumber(rss) > peak then redis.call('HSET', job_key, 'peak_rss', rss) end
+  record_peak(job_key, rss)
+  if charged == '0' then redis.call('HINCRBY', job_key, 'free', 1) end
   redis.call('HSET', job_key, 'last_death', evidence)
   redis.call('HINCRBY', job_key, 'deaths', 1)
   redis.call('XADD', events_key, 'MAXLEN', '~', cap, '*', 'type', 'died', 'at', now, 'epoch', epoch,
     'cause', cause, 'seq', seq, 'evidence', evidence)
   redis.call('XADD', DEATHS, 'MAXLEN', '~', 200, '*', 'job_id', job_id, 'cause', cause, 'at', now)
-  return {stuck, mem_stuck, seq, tonumber(redis.call('HGET', job_key, 'attempt'))}
+  local attempt = tonumber(redis.call('HGET', job_key, 'attempt'))
+  return {stuck, mem_stuck, seq, attempt - tonumber(redis.call('HGET', job_key, 'free') or '0')}
 end
 """
 
 # ARGV: epoch, cause, evidence (msgpack), now, counts toward the poison cap (0/1), is a memory death (0/1),
-# events cap, peak rss, job id
-DEATH = _FENCE + _NAMES + _RECORD_DEATH + """
+# events cap, the horse's peak rss, job id, counts toward max_attempts (0/1)
+DEATH = _FENCE + _NAMES + _RECORD_PEAK + _RECORD_DEATH + """
 local counted = record_death(KEYS[1], KEYS[2], ARGV[9], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
-  ARGV[7], ARGV[8])
+  ARGV[7], ARGV[8], ARGV[10])
 return {'OK', counted[1], counted[2], counted[3], counted[4]}
 """
 
@@ -227,7 +249,7 @@ return math.max(tonumber(times[1] or '0'), tonumber(times[2] or '0'))
 # new epoch (if it dies before it settles the job, the next reaper claims it again). The caller then decides
 # with the same rules as for any death, from the rule parameters stored with the job, and requeues or parks
 # under that epoch. ARGV: job id, now, events cap, lease ms.
-CLAIM = _NAMES + _RECORD_DEATH + """
+CLAIM = _NAMES + _RECORD_PEAK + _RECORD_DEATH + """
 local deadline = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if not deadline or tonumber(deadline) > tonumber(ARGV[2]) then return false end
 if redis.call('HGET', KEYS[1], 'status') ~= RUNNING then
@@ -239,7 +261,8 @@ local job = redis.call('HMGET', KEYS[1], 'worker', 'host', 'seq', 'queue', 'max_
   'max_mem_stuck', 'on_oom_queue')
 local evidence = cmsgpack.pack({cause = 'lost', worker = job[1], host = job[2], lease_deadline = tonumber(deadline),
   detected_at = tonumber(ARGV[2]), seq = tonumber(job[3] or '0')})
-local counted = record_death(KEYS[1], KEYS[2], ARGV[1], epoch - 1, 'lost', evidence, ARGV[2], '1', '0', ARGV[3], '0')
+local counted = record_death(KEYS[1], KEYS[2], ARGV[1], epoch - 1, 'lost', evidence, ARGV[2], '1', '0', ARGV[3], '0',
+  '1')
 redis.call('ZADD', KEYS[3], tonumber(ARGV[2]) + tonumber(ARGV[4]), ARGV[1])  -- ARGV[2]: the server's now
 return {epoch, counted[1], counted[2], counted[3], counted[4], evidence, job[4], job[5], job[6] or '3',
   job[7] or '2', job[8] or ''}
@@ -256,9 +279,9 @@ if status == COMPLETED or status == QUEUED then return status end
 local rq_job = 'rq:job:' .. ARGV[3]
 if redis.call('EXISTS', rq_job) == 0 then return 'NO_RQ_RECORD' end
 redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
+local counted = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0') - tonumber(redis.call('HGET', KEYS[1], 'free') or '0')
 redis.call('HSET', KEYS[1], 'status', QUEUED, 'stuck', 0, 'mem_stuck', 0,
-  'max_attempts', attempt + tonumber(ARGV[2]))
+  'max_attempts', counted + tonumber(ARGV[2]))
 redis.call('HDEL', KEYS[1], 'parked_reason', 'error')
 redis.call('ZREM', KEYS[3], ARGV[3])
 if ARGV[5] == '1' then redis.call('DEL', KEYS[4]) end

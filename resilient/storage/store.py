@@ -136,8 +136,8 @@ class Store:
             args += [name, value]
         _fenced(self._set_fields(keys=[keys.job(attempt.job_id)], args=args), attempt)
 
-    def complete(self, attempt: Attempt, result: bytes) -> None:
-        self._finish_attempt(attempt, JobStatus.COMPLETED, "completed", result=result)
+    def complete(self, attempt: Attempt, result: bytes, peak_rss: int = 0) -> None:
+        self._finish_attempt(attempt, JobStatus.COMPLETED, "completed", peak_rss, result=result)
 
     def fail(self, attempt: Attempt, error: str) -> None:
         self._finish_attempt(attempt, JobStatus.FAILED, "failed", error=error)
@@ -145,9 +145,9 @@ class Store:
     def park(self, attempt: Attempt, reason: str) -> None:
         self._finish_attempt(attempt, JobStatus.PARKED, "parked", parked_reason=reason)
 
-    def _finish_attempt(self, attempt: Attempt, status: str, event: str, **fields: Any) -> None:
+    def _finish_attempt(self, attempt: Attempt, status: str, event: str, peak_rss: int = 0, **fields: Any) -> None:
         job_id = attempt.job_id
-        args: list[Any] = [attempt.epoch, status, now_ms(), event, self.event_history, job_id]
+        args: list[Any] = [attempt.epoch, status, now_ms(), event, self.event_history, job_id, peak_rss]
         for name, value in fields.items():
             args += [name, value]
         reply = self._finish(
@@ -155,14 +155,14 @@ class Store:
         )
         _fenced(reply, attempt)
 
-    def record_death(self, attempt: Attempt, cause: str, evidence: dict[str, Any], counts: bool,
-                     memory: bool) -> DeathCount:
-        """Append a death to the timeline and count it."""
+    def record_death(self, attempt: Attempt, death: Death) -> DeathCount:
+        """Append a death to the timeline and count it (DeathCount.attempt: the attempts that count)."""
         job_id = attempt.job_id
         reply = self._death(
             keys=[keys.job(job_id), keys.events(job_id)],
-            args=[attempt.epoch, cause, encode(evidence), now_ms(), int(counts), int(memory),
-                  self.event_history, int(evidence.get("rss") or 0), job_id],
+            args=[attempt.epoch, death.cause, encode(death.evidence), now_ms(), int(death.counts_toward_cap),
+                  int(death.is_memory), self.event_history, int(death.evidence.get("ru_maxrss") or 0), job_id,
+                  int(death.counts_as_attempt)],
         )
         _fenced(reply, attempt)
         return DeathCount(int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]))
@@ -251,6 +251,14 @@ class Store:
         return _text(reply)
 
     # --- reading ------------------------------------------------------------------------------
+    def peaks(self, job_id: str, function: str) -> tuple[int, list[int]]:
+        """The job's own highest horse RSS (0: none yet) and its function's recent peaks, newest first."""
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.job(job_id), "peak_rss")
+            pipe.lrange(keys.peaks(function), 0, -1)
+            own, recent = pipe.execute()
+        return int(own or 0), [int(value) for value in recent]
+
     def job_fields(self, job_id: str) -> dict[str, str]:
         raw = self.r.hgetall(keys.job(job_id))
         return {_text(k): _text(v) for k, v in raw.items() if k not in _BINARY_FIELDS}

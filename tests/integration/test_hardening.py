@@ -14,6 +14,7 @@ from conftest import wait_until
 from resilient import Client
 from resilient.config import Settings
 from resilient.errors import StaleAttempt
+from resilient.model import Death
 from resilient.runtime.supervisor import Reaper
 from resilient.storage.codec import encode
 from resilient.storage.server import ensure_server, stop_server
@@ -26,7 +27,7 @@ def test_a_completed_job_takes_no_more_writes(client):
     client.store.complete(attempt, encode("the result"))
     writes = [lambda: client.store.fail(attempt, "RQ's bookkeeping failed afterwards"),
               lambda: client.store.park(attempt, "no"),
-              lambda: client.store.record_death(attempt, "preempted:redis", {}, False, False),
+              lambda: client.store.record_death(attempt, Death("preempted:redis")),
               lambda: client.store.mark_requeued(attempt, "preempted:redis", "tests"),
               lambda: client.store.save_checkpoint(attempt, encode({"n": 1}))]
     for write in writes:

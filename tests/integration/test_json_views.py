@@ -10,6 +10,7 @@ import sys
 import testjobs
 from conftest import ROOT, wait_until
 
+from resilient.model import Death
 from resilient.storage.store import now_ms
 
 JOB_FIELDS = {"id", "name", "queue", "status", "attempt", "done", "total", "checkpoint_seq", "checkpoint_age_s",
@@ -32,7 +33,7 @@ def _died(client, job_id: str, cause: str) -> None:
     _, attempt = client.store.begin_attempt(job_id, "w", "h")
     evidence = {"cause": cause, "rss": 250 << 20, "limit": 300 << 20, "limit_source": "cgroup v1 x",
                 "oom_kill_before": 0, "oom_kill_after": 1 if cause == "oom:kernel" else 0}
-    client.store.record_death(attempt, cause, evidence, counts=cause != "preempted:memory", memory=True)
+    client.store.record_death(attempt, Death(cause, evidence))
     client.store.mark_requeued(attempt, cause, "tests")
 
 
