@@ -58,13 +58,14 @@ def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = 
 class WorkerProcess:
     """A `resilient worker` subprocess; stopped by PID at teardown."""
 
-    def __init__(self, url: str, args: list[str], cwd: Path) -> None:
+    def __init__(self, url: str, args: list[str], cwd: Path, cgroup: Path | None = None) -> None:
         env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}", "REDIS_URL": url}
         self.log_path = cwd / f"worker-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "resilient", "worker", *args], env=env, cwd=cwd,
             stdout=self._log, stderr=subprocess.STDOUT,
+            preexec_fn=None if cgroup is None else lambda: (cgroup / "cgroup.procs").write_text(str(os.getpid())),
         )
 
     @property
@@ -91,8 +92,9 @@ def start_worker(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Worke
     """Start workers for tests/testjobs.py (extra CLI flags as arguments)."""
     started: list[WorkerProcess] = []
 
-    def start(*flags: str, modules: tuple[str, ...] = ("testjobs",)) -> WorkerProcess:
-        worker = WorkerProcess(redis_url, [*modules, *flags], tmp_path)
+    def start(*flags: str, modules: tuple[str, ...] = ("testjobs",), cgroup: Path | None = None) -> WorkerProcess:
+        """`cgroup`: the directory of a memory cgroup the worker starts in (before Python does)."""
+        worker = WorkerProcess(redis_url, [*modules, *flags], tmp_path, cgroup)
         started.append(worker)
         return worker
 

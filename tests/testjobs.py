@@ -242,8 +242,56 @@ def declared_too_big(ctx: resilient.Context, url: str, key: str) -> str:
     return "ran"
 
 
+@resilient.job(queue="tests", memory="2G")
+def declared_huge(ctx: resilient.Context, url: str, key: str) -> str:
+    """Declares a 2G peak; logs that it ran."""
+    _log(url, key, "ran")
+    return "ran"
+
+
 @resilient.job(queue="tests", memory="400M", on_oom_queue="big")
 def declared_big_with_a_big_queue(ctx: resilient.Context, url: str, key: str) -> str:
     """Declares a 400M peak and a queue for big jobs; logs that it ran."""
     _log(url, key, "ran")
     return "ran"
+
+
+@resilient.job(queue="tests", checkpoint_every=0.5)
+def batches(ctx: resilient.Context, n: int, mb: int, steps: int = 5, delay: float = 0.05) -> int:
+    """ETL-shaped: each of `n` batches builds a working set of `mb` MiB in `steps` steps (a safe point
+    after each), uses it, frees it. Returns the sum of the batch numbers; resumes at the batch it was in."""
+    state = ctx.checkpoint or {"batch": 0, "sum": 0}
+    batch, total = state["batch"], state["sum"]
+    while batch < n:
+        working = []
+        for _ in range(steps):
+            working.append(b"x" * (mb * MiB // steps))
+            time.sleep(delay)
+            ctx.save({"batch": batch, "sum": total})
+        del working
+        total += batch
+        batch += 1
+        ctx.save({"batch": batch, "sum": total})
+    return int(total)
+
+
+@resilient.job(queue="tests", checkpoint_every=0.5)
+def growing(ctx: resilient.Context, items: int, mb_per_item: int, delay: float = 0.05) -> int:
+    """Keeps `mb_per_item` MiB per item until it ends (what it holds is rebuilt on resume, as a job would
+    reload its state); returns the sum of the item numbers."""
+    done = ctx.checkpoint["position"] if ctx.checkpoint else 0
+    kept = [b"x" * (mb_per_item * MiB) for _ in range(done)]
+    for i in range(done, items):
+        kept.append(b"x" * (mb_per_item * MiB))
+        time.sleep(delay)
+        ctx.save({"position": i + 1})
+    return sum(range(items)) + 0 * len(kept)
+
+
+@resilient.job(queue="tests", checkpoint_every=0.5)
+def steady(ctx: resilient.Context, n: int, mb: int, delay: float = 0.05) -> int:
+    """Holds `mb` MiB from the start while it goes through `n` items; returns n."""
+    held = b"x" * (mb * MiB)
+    for _ in ctx.iterate(range(n)):
+        time.sleep(delay)
+    return n + 0 * len(held)

@@ -23,8 +23,11 @@ class MemoryWatch(Protocol):
     def level(self) -> Level: ...
 
     sampled_at: float
+    group_level: Level
 
     def sample(self) -> Level: ...
+
+    def make_room(self) -> None: ...
 
 
 class Context:
@@ -126,7 +129,13 @@ class Context:
         self._urgent = True
 
     def _check_memory(self) -> None:
-        level = self._governor.sample() if self._governor is not None else Level.OK
+        governor = self._governor
+        if governor is None:
+            return
+        level = governor.sample()
+        if level.rank < Level.HARD.rank <= governor.group_level.rank:  # a neighbour was chosen to step aside
+            governor.make_room()
+            level = governor.level
         if level.rank > self._level_seen.rank:
             self._urgent = True  # a rise in level: persist at this safe point
         self._level_seen = level

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 RELIEF_INTERVAL = 1.0  # seconds between two gc.collect() + malloc_trim() runs at most
 FAST_RISE = 0.05  # a rise of this fraction of L between two samples switches to the fast interval
 PSI_REFRESH = 0.5  # seconds: the kernel recomputes PSI averages only every 2 s, rereading sooner is waste
+HOLD_MAX = 2.0  # seconds a horse not chosen to step aside waits at a safe point for its group to make room
 
 
 class Governor:
@@ -58,6 +59,7 @@ class Governor:
         self._arbiter = arbiter  # turns the group's level into this horse's (see LimitGroup.level_for)
         self._clock = clock
         self._level = Level.OK
+        self.group_level = Level.OK  # the level of the whole limit, before the arbiter's say
         self._critical_reported = False
         self._last_relief: float | None = None
         self._psi_read_at: float | None = None
@@ -80,7 +82,7 @@ class Governor:
         self.peak = max(self.peak, usage)
         if self._read_psi is not None and self._psi_due():
             self.psi = self._read_psi()
-        level = self.classify(usage, self.psi)
+        self.group_level = level = self.classify(usage, self.psi)
         self._level = self._arbiter(level, usage) if self._arbiter is not None else level
         self.samples += 1
         self.sampled_at = self._clock()
@@ -97,6 +99,17 @@ class Governor:
         if level == Level.OK and psi is not None and psi.some_avg10 > self.thresholds.psi_some_avg10:
             return Level.SOFT
         return level
+
+    def make_room(self) -> None:
+        """At a safe point, while the group is over its hard line and another horse was chosen to step
+        aside: allocate nothing more until it has (usage back under the line), this horse is chosen
+        itself, or HOLD_MAX has passed. Without the wait the others' growth can outrun the chosen one's
+        way to its safe point and bring the kernel in."""
+        deadline = self._clock() + HOLD_MAX
+        while (self.group_level.rank >= Level.HARD.rank and self._level.rank < Level.HARD.rank
+               and self._clock() < deadline):
+            time.sleep(self.fast_interval)
+            self.sample()
 
     def _claim_critical(self) -> bool:
         with self._lock:

@@ -29,6 +29,18 @@ def read_rss(statm: str = "/proc/self/statm") -> int:
     return int(data.split()[1]) * PAGE_SIZE
 
 
+def read_peak_rss(pid: int) -> int:
+    """The highest RSS process `pid` has had (VmHWM), in bytes; 0 when it is gone or unreadable."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 @dataclass(frozen=True)
 class Pressure:
     """The PSI figures the governor uses: % of the last 10 s some/all tasks stalled on memory."""

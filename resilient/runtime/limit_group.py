@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 from ..config import format_size
 from ..memory.limits import Limit
-from ..memory.probe import read_rss
+from ..memory.probe import read_peak_rss, read_rss
 from ..model import Level
 from ..ops.health import private_dir
 
@@ -37,6 +37,7 @@ class Seat:
     rss: int = 0  # the horse's RSS now (its worker's RSS while the horse is not forked yet)
     base: int = 0  # its worker's RSS when it was admitted: what the horse shares with it at fork
     expected: int = 0  # bytes of RSS the job is expected to reach (0: nothing known)
+    peak: int = 0  # the highest RSS its horse has had so far
     checkpoint_age: float = 0.0  # seconds of work since its last checkpoint
     started_at: float = 0.0  # wall clock: when its attempt started
 
@@ -87,23 +88,34 @@ def _why(victim: Seat, running: list[Seat], share: int, excess: int) -> str:
     return "; ".join(facts)
 
 
-def fits(expected: int | None, usage: int, seats: list[Seat], base: int, soft: int, hard: int) -> bool:
+def fits(expected: int | None, usage: int, seats: list[Seat], base: int, soft: int, hard: int,
+         lower_bound: bool = False) -> bool:
     """May a job expected to reach `expected` bytes of RSS (None: nothing known) start now? Each member may
-    still grow to its own expected peak; a job with no history starts only below the soft line."""
-    committed = usage + sum(max(0, seat.expected - seat.rss) for seat in seats)
+    still grow back to the highest of its expected peak and its peak so far. A job with no history starts
+    only below the soft line; so does one whose figure is a lower bound (the peak of an attempt that did
+    not finish: it was still growing), the margin up to the hard line being its room to grow."""
+    committed = usage + sum(max(0, max(seat.expected, seat.peak) - seat.rss) for seat in seats)
     if expected is None:
         return committed < soft
-    return committed + max(0, expected - base) <= hard
+    return committed + max(0, expected - base) <= (soft if lower_bound else hard)
 
 
-def expected_peak(declared: int | None, own_peak: int, recent: list[int]) -> int | None:
-    """The RSS a job is expected to reach: what it declared; else the highest of its own peak so far (a
-    job that stepped aside comes back as big as it left) and the 90th percentile of its function's last
-    20 attempts (old ones roll off, so the figure follows the function as it changes); None: no history."""
+@dataclass(frozen=True)
+class Need:
+    """What a job is expected to reach, and whether that figure is only a lower bound."""
+
+    expected: int | None  # bytes of RSS; None: nothing known
+    lower_bound: bool = False
+
+
+def expected_peak(declared: int | None, own_peak: int, recent: list[int]) -> Need:
+    """The RSS a job is expected to reach: what it declared; else the highest of its own peak in earlier
+    attempts (a lower bound: those did not finish) and the 90th percentile of its function's last 20
+    attempts (old ones roll off, so the figure follows the function as it changes)."""
     if declared:
-        return declared
+        return Need(declared)
     learned = sorted(recent)[int(0.9 * (len(recent) - 1))] if recent else 0
-    return max(own_peak, learned) or None
+    return Need(max(own_peak, learned) or None, lower_bound=own_peak > 0 and own_peak >= learned)
 
 
 def group_id(limit: Limit) -> str | None:
@@ -134,24 +146,27 @@ class LimitGroup:
         self.path = directory / gid
 
     # --- the worker parent --------------------------------------------------------------------
-    def admit(self, worker_pid: int, job_id: str, expected: int | None, soft: float, hard: float) -> bool:
+    def admit(self, worker_pid: int, job_id: str, need: Need, soft: float, hard: float) -> bool:
         """Take a seat for `job_id` if it fits the group's headroom now (see fits)."""
         base = read_rss()
         with self._state() as state:
-            if not self._fits(state, worker_pid, expected, base, soft, hard):
+            if not self._fits(state, worker_pid, need, base, soft, hard):
                 return False
-            state["members"][str(worker_pid)] = asdict(Seat(worker_pid, job_id, base=base, expected=expected or 0))
+            seat = Seat(worker_pid, job_id, base=base, expected=need.expected or 0)
+            state["members"][str(worker_pid)] = asdict(seat)
             return True
 
-    def fits_now(self, worker_pid: int, expected: int | None, soft: float, hard: float) -> bool:
+    def fits_now(self, worker_pid: int, need: Need, soft: float, hard: float) -> bool:
         with self._state(write=False) as state:
-            return self._fits(state, worker_pid, expected, read_rss(), soft, hard)
+            return self._fits(state, worker_pid, need, read_rss(), soft, hard)
 
-    def _fits(self, state: dict[str, Any], worker_pid: int, expected: int | None, base: int, soft: float,
+    def _fits(self, state: dict[str, Any], worker_pid: int, need: Need, base: int, soft: float,
               hard: float) -> bool:
+        """Alone in the group, any job may start (one that cannot fit alone is turned away before)."""
         others = [seat for pid, seat in self._seats(state["members"]).items() if pid != worker_pid]
         limit = self._limit().bytes
-        return not others or fits(expected, self._usage(), others, base, int(soft * limit), int(hard * limit))
+        return not others or fits(need.expected, self._usage(), others, base, int(soft * limit),
+                                  int(hard * limit), need.lower_bound)
 
     def others_present(self, worker_pid: int) -> bool:
         """Another worker of the group holds a seat (so admission must look at the headroom)."""
@@ -266,8 +281,8 @@ class LimitGroup:
         rss = _rss_of(horse) if horse else int(value.get("base", 0))
         age = time.time() - float(value.get("checkpoint_at", 0.0)) if horse else 0.0
         return Seat(int(value["worker_pid"]), str(value.get("job_id", "")), horse if rss else 0, rss,
-                    int(value.get("base", 0)), int(value.get("expected", 0)), max(0.0, age),
-                    float(value.get("started_at", 0.0)))
+                    int(value.get("base", 0)), int(value.get("expected", 0)), read_peak_rss(horse) if rss else 0,
+                    max(0.0, age), float(value.get("started_at", 0.0)))
 
 
 def _settle(state: dict[str, Any], choice: dict[str, Any]) -> None:

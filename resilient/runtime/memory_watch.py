@@ -16,7 +16,7 @@ from ..memory.governor import Governor
 from ..memory.limits import Limit, discover_limit, usage_reader
 from ..memory.probe import kernel_oom_line, read_pressure, read_rss
 from ..model import LEVELS, Level, Thresholds
-from .limit_group import LimitGroup, group_id
+from .limit_group import LimitGroup, Need, group_id
 
 log = logging.getLogger("resilient.memory")
 LIMIT_REFRESH = 5.0  # seconds between two reads of L (a container's limit can be changed live)
@@ -125,17 +125,17 @@ class MemoryWatcher:
         return {"rss": self._watch.usage, "limit": self.limit.bytes, "limit_source": self.limit.source,
                 "level": level, "soft": self.settings.soft, "hard": self.settings.hard}
 
-    def admit(self, job_id: str, expected: int | None) -> bool:
+    def admit(self, job_id: str, need: Need) -> bool:
         """Take a seat in the limit group if the job fits its headroom (always, for a worker alone)."""
         if self.group is None:
             return True
-        return self.group.admit(self.worker_pid, job_id, expected, self.settings.soft, self.settings.hard)
+        return self.group.admit(self.worker_pid, job_id, need, self.settings.soft, self.settings.hard)
 
-    def fits(self, expected: int | None) -> bool:
+    def fits(self, need: Need) -> bool:
         """Would a job of this expected peak be admitted now (a look, no seat taken)?"""
         if self.group is None:
             return True
-        return self.group.fits_now(self.worker_pid, expected, self.settings.soft, self.settings.hard)
+        return self.group.fits_now(self.worker_pid, need, self.settings.soft, self.settings.hard)
 
     def group_members(self) -> set[tuple[int, str]]:
         """(worker pid, job id) of every seat in the group: what changes when one leaves or comes."""

@@ -30,7 +30,7 @@ from ..storage.connection import REDIS_AWAY, keep_trying, reason_for
 from ..storage.store import Store
 from . import deaths
 from .attempt import AttemptRun, Outcome, settle, thresholds_of
-from .limit_group import expected_peak
+from .limit_group import Need, expected_peak
 from .memory_watch import MemoryWatcher
 from .procs import die_with_parent, end_leftovers
 from .rqjob import ResilientJob, rq_keys
@@ -65,7 +65,7 @@ class ResilientWorker(Worker):
         self._our_beat_at = float("-inf")
         self._job_in_hand = False  # between taking a job off its queue and RQ counting this worker busy
         self._drained = False
-        self._waiting_for: tuple[str, int | None] | None = None  # a job handed back for lack of headroom
+        self._waiting_for: tuple[str, Need] | None = None  # a job handed back for lack of headroom
         self.headroom_waits = 0
 
     @property
@@ -185,17 +185,17 @@ class ResilientWorker(Worker):
         """Under a limit shared with other workers, a job starts only when its expected peak fits the
         group's headroom; otherwise it goes back to the front of its queue (where a worker under another
         limit may take it) and this worker waits for the group to change before it takes another."""
-        expected = spec.options.memory
-        if self.memory.has_neighbours() and not expected:
-            expected = expected_peak(None, *self.store.peaks(job.id, spec.name))
-        if self.memory.admit(job.id, expected):
+        need = Need(spec.options.memory)
+        if self.memory.has_neighbours() and not need.expected:
+            need = expected_peak(None, *self.store.peaks(job.id, spec.name))
+        if self.memory.admit(job.id, need):
             self._waiting_for = None
             return True
         self._hand_back(job, queue)
-        self._waiting_for = (job.id, expected)
+        self._waiting_for = (job.id, need)
         self.headroom_waits += 1
         log.info("job %s waits for headroom: expected peak %s; group at %s of %s", job.id,
-                 format_size(expected) if expected else "unknown (below the soft line only)",
+                 format_size(need.expected) if need.expected else "unknown (below the soft line only)",
                  format_size(self.memory.usage()), format_size(self.memory.limit.bytes))
         return False
 
@@ -205,14 +205,14 @@ class ResilientWorker(Worker):
         HEADROOM_PATIENCE seconds."""
         if self._waiting_for is None:
             return
-        _, expected = self._waiting_for
+        _, need = self._waiting_for
         members = self.memory.group_members()
         deadline = time.monotonic() + HEADROOM_PATIENCE
         self._our_beat_at = float("-inf")  # publish the wait at once
         while not self.stopping and time.monotonic() < deadline:
             self.heartbeat()
             time.sleep(PRESSURE_POLL)
-            if self.memory.fits(expected) or self.memory.group_members() != members:
+            if self.memory.fits(need) or self.memory.group_members() != members:
                 break
 
     def _not_startable(self, job: ResilientJob, queue: Queue, verdict: str, attempt: Attempt | str) -> None:

@@ -23,13 +23,16 @@ class Governor:
     """Stands in for the memory governor: the level the test sets, sampled fresh at every save."""
 
     def __init__(self, clock: Clock) -> None:
-        self.level = Level.OK
+        self.level = self.group_level = Level.OK
         self.sampled_at = clock.now
         self._clock = clock
 
     def sample(self) -> Level:
         self.sampled_at = self._clock.now
         return self.level
+
+    def make_room(self) -> None:
+        pass
 
 
 def _attempt(client, job_id: str = "ctx-job") -> Attempt:

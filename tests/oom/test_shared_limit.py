@@ -1,0 +1,124 @@
+"""Several workers under one real cgroup limit act as one (real memory, the real kernel OOM killer)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+
+import pytest
+import testjobs
+from cgroup_support import MiB, cgroups_or_skip
+from conftest import wait_until
+
+from resilient import JobParked
+from resilient.memory.cgroup import Cgroup, create_child, oom_kill_count, remove
+
+pytestmark = pytest.mark.oom
+_names = itertools.count()
+
+
+@pytest.fixture
+def shared_cgroup():
+    """Make real cgroups with a limit, as a container or a pod would have; removed at the end."""
+    parent = cgroups_or_skip()
+    made: list[Cgroup] = []
+
+    def make(limit_mb: int) -> Cgroup:
+        group = create_child(limit_mb * MiB, f"resilient-test-shared-{os.getpid()}-{next(_names)}", parent)
+        made.append(group)
+        return group
+
+    yield make
+    for group in made:
+        remove(group)
+
+
+@dataclass
+class Run:
+    results: list
+    wall: float
+    deaths: list[dict]
+    oom_kills: int
+
+
+def _run(client, start_worker, group: Cgroup, workers: int, calls: list) -> Run:
+    """Start `workers` workers in `group`, run `calls` (job, args) to the end, gather what happened."""
+    for _ in range(workers):
+        start_worker("--burst", cgroup=group.path)
+    began = time.monotonic()
+    handles = [job.enqueue_call(args, client=client) for job, args in calls]
+    results = [handle.result(timeout=180) for handle in handles]
+    wall = time.monotonic() - began
+    deaths = [event for handle in handles for event in handle.events() if event["type"] == "died"]
+    return Run(results, wall, deaths, oom_kill_count(group))
+
+
+def _preemptions(run: Run) -> list[dict]:
+    return [death for death in run.deaths if death["cause"] in ("preempted:memory", "oom:self")]
+
+
+@pytest.mark.parametrize("shape", ["batches", "growing"])
+def test_jobs_that_fit_alone_but_not_together_all_complete(client, start_worker, shared_cgroup, shape):
+    """Three workers, one 600M limit, three jobs of ~200M each: two fit together, three do not. All finish
+    with the right result, the kernel kills nothing, nothing is parked or charged, the step-asides stay
+    about one per excess job, and it takes no longer than running them two at a time."""
+    job, args = {"batches": (testjobs.batches, (4, 200)), "growing": (testjobs.growing, (20, 10))}[shape]
+    expected = {"batches": sum(range(4)), "growing": sum(range(20))}[shape]
+    pairwise = _run(client, start_worker, shared_cgroup(600), 2, [(job, args)] * 3)
+    together = _run(client, start_worker, shared_cgroup(600), 3, [(job, args)] * 3)
+
+    assert pairwise.results == together.results == [expected] * 3
+    assert pairwise.oom_kills == together.oom_kills == 0
+    assert not _preemptions(pairwise), "two at a time fit: nobody should have stepped aside"
+    steps = _preemptions(together)
+    assert len(steps) <= 2, f"{len(steps)} step-asides for one excess job: thrash"
+    for death in steps:
+        assert death["evidence"]["for_neighbours"], death
+        assert death["evidence"]["chosen_because"]
+    assert together.wall <= pairwise.wall * 1.25 + 1.0, (together.wall, pairwise.wall)
+
+
+def test_a_greedy_job_steps_aside_and_small_neighbours_never_do(client, start_worker, shared_cgroup, redis_url,
+                                                                redis_client):
+    """One job grows to ~700M next to two that hold 60M each, under 1000M (hard line 850M): only the
+    greedy one is ever chosen; it is told why, it is not charged, and everything completes. A job declared
+    bigger than the limit is parked at once, without running, while the others flow."""
+    group = shared_cgroup(1000)
+    for _ in range(3):
+        start_worker("--burst", cgroup=group.path)
+    small = [testjobs.steady.enqueue_call((60, 60), client=client) for _ in range(2)]
+    wait_until(lambda: all(h.status == "running" for h in small), what="small jobs running")
+    greedy = testjobs.growing.enqueue_call((28, 25), client=client)
+    too_big = testjobs.declared_huge.enqueue_call((redis_url, "huge"), client=client)
+
+    assert greedy.result(timeout=180) == sum(range(28))
+    assert [h.result(timeout=180) for h in small] == [60] * 2
+    with pytest.raises(JobParked, match="needs ~2"):
+        too_big.result(timeout=30)
+    assert too_big.attempts == 0 and redis_client.llen("huge") == 0
+    assert not [e for h in small for e in h.events() if e["type"] == "died"], "a small neighbour was chosen"
+    steps = [e for e in greedy.events() if e["type"] == "died"]
+    assert steps and {e["cause"] for e in steps} == {"preempted:memory"}
+    for step in steps:
+        evidence = step["evidence"]
+        assert evidence.get("for_neighbours") and len(evidence["neighbours"]) == 2, evidence
+        assert "fair share" in evidence["chosen_because"]
+    assert client.store.job_fields(greedy.id)["free"] == str(len(steps)), "a step-aside for neighbours was charged"
+    assert oom_kill_count(group) == 0
+
+
+def test_pressure_in_one_group_never_touches_another(client, start_worker, shared_cgroup, redis_url):
+    """Two limits on one host: a leaky job stepping aside again and again under one never preempts or
+    slows the steady job under the other."""
+    crowded, calm = shared_cgroup(300), shared_cgroup(300)
+    start_worker("--burst", cgroup=crowded.path)
+    start_worker("--burst", cgroup=calm.path)
+    leaky = testjobs.leaky.enqueue_call((redis_url, 30), client=client)
+    steady = testjobs.batches.enqueue_call((20, 20, 2, 0.05), client=client)
+    assert steady.result(timeout=120) == sum(range(20))
+    assert leaky.result(timeout=120) == sum(range(30))
+    assert [e["cause"] for e in leaky.events() if e["type"] == "died"], "the leaky job never stepped aside"
+    assert not [e for e in steady.events() if e["type"] == "died"]
+    assert oom_kill_count(crowded) == oom_kill_count(calm) == 0
