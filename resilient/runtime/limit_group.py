@@ -42,6 +42,15 @@ class Seat:
     started_at: float = 0.0  # wall clock: when its attempt started
 
     @property
+    def running(self) -> bool:
+        return self.horse_pid > 0 and self.rss > 0
+
+    @property
+    def leaving(self) -> bool:
+        """Its horse has let go of its memory map and is on its way out: what it held is being freed."""
+        return self.horse_pid > 0 and self.rss == 0
+
+    @property
     def own(self) -> int:
         """What the horse holds beyond what it shares with its worker: what stepping aside frees."""
         return max(0, self.rss - self.base)
@@ -66,9 +75,9 @@ def choose_victim(seats: list[Seat], usage: int, hard: int) -> Choice | None:
     unless none would; of those, the most memory freed per second of work since its last checkpoint (what
     a kill would lose, and what the step-aside must still carry to its safe point); on a tie the newest
     attempt. A small neighbour is never chosen while a big one is there."""
-    running = [seat for seat in seats if seat.horse_pid]
-    if not running:
-        return None
+    running = [seat for seat in seats if seat.running]
+    if not running or any(seat.leaving for seat in seats):
+        return None  # with a horse on its way out, usage is about to drop: choose on the next sample
     share = hard // len(running)
     excess = usage - hard
     pool = [seat for seat in running if seat.own > share] or running
@@ -193,8 +202,8 @@ class LimitGroup:
             facts.update(chosen_because=choice["reason"], group_usage=choice["usage"],
                          neighbours=choice["neighbours"], own_rss=choice["own"])
         else:
-            facts.update(group_usage=self._usage(), neighbours=[_brief(other) for other in neighbours if
-                                                                 other.horse_pid])
+            facts.update(group_usage=self._usage(), neighbours=[_brief(other) for other in neighbours
+                                                                 if other.running])
         if seat is not None:
             facts["expected"] = seat.get("expected", 0)
         return facts
@@ -280,8 +289,8 @@ class LimitGroup:
         horse = int(value.get("horse_pid", 0))
         rss = _rss_of(horse) if horse else int(value.get("base", 0))
         age = time.time() - float(value.get("checkpoint_at", 0.0)) if horse else 0.0
-        return Seat(int(value["worker_pid"]), str(value.get("job_id", "")), horse if rss else 0, rss,
-                    int(value.get("base", 0)), int(value.get("expected", 0)), read_peak_rss(horse) if rss else 0,
+        return Seat(int(value["worker_pid"]), str(value.get("job_id", "")), horse, rss,
+                    int(value.get("base", 0)), int(value.get("expected", 0)), read_peak_rss(horse) if horse else 0,
                     max(0.0, age), float(value.get("started_at", 0.0)))
 
 
