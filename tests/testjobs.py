@@ -295,3 +295,9 @@ def steady(ctx: resilient.Context, n: int, mb: int, delay: float = 0.05) -> int:
     for _ in ctx.iterate(range(n)):
         time.sleep(delay)
     return n + 0 * len(held)
+
+
+@resilient.job(queue="calm", checkpoint_every=0.5)
+def calm_batches(ctx: resilient.Context, n: int, mb: int, steps: int = 5, delay: float = 0.05) -> int:
+    """`batches` on a queue of its own (for a worker under another limit)."""
+    return int(batches.fn(ctx, n, mb, steps, delay))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -65,6 +66,7 @@ class ResilientWorker(Worker):
         self._our_beat_at = float("-inf")
         self._job_in_hand = False  # between taking a job off its queue and RQ counting this worker busy
         self._drained = False
+        self._reaped: tuple[int, int, Any] | None = None  # the horse's wait4 result until it is handled
         self._waiting_for: tuple[str, Need] | None = None  # a job handed back for lack of headroom
         self.headroom_waits = 0
 
@@ -120,13 +122,22 @@ class ResilientWorker(Worker):
             self._run = self._current = self._execution = None
 
     def wait_for_horse(self) -> Any:
-        pid, status, rusage = super().wait_for_horse()
+        """Reap the horse, then give its seat back and end what it left. RQ times this wait with SIGALRM
+        and raises from the handler: an alarm landing just after the reap would lose the exit status
+        (the next wait finds no child), so the status is kept on the worker until this call has done
+        everything, and the alarm is cancelled before anything else runs."""
+        if self._reaped is None:
+            with contextlib.suppress(ChildProcessError):  # (RQ's own wait does the same)
+                self._reaped = os.wait4(self.horse_pid, 0)
+        signal.alarm(0)  # RQ's death penalty cancels it anyway once this returns
+        pid, status, rusage = self._reaped or (None, None, None)
         self._last_wait_status = status
         if pid and self._run is not None:
             self._run.group_facts = self.memory.release_seat()
         if pid:
             end_leftovers(pid, keep=self._own_children())
             metrics.process_exited(pid)
+        self._reaped = None
         return pid, status, rusage
 
     def _own_children(self) -> set[int]:

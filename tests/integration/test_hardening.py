@@ -142,6 +142,31 @@ def test_sigterm_between_dequeue_and_fork_hands_the_job_back_untouched(client, r
     assert redis_client.llen("k") == 0
 
 
+def test_the_monitors_alarm_right_after_the_reap_loses_no_exit_status(redis_url, monkeypatch):
+    """RQ times the wait for the horse with SIGALRM and raises from the handler. If it lands after the horse
+    was reaped, the next wait finds no child: the exit status (why the horse ended) must survive that."""
+    from rq.timeouts import HorseMonitorTimeoutException
+
+    from resilient.runtime.worker import ResilientWorker
+
+    worker = ResilientWorker(["tests"], redis.Redis.from_url(redis_url), Settings(redis_url=redis_url))
+    pid = os.fork()
+    if pid == 0:
+        os._exit(75)
+    worker._horse_pid = pid  # RQ private: what fork_work_horse sets
+    alarms = iter([HorseMonitorTimeoutException("the alarm, just after the reap")])
+
+    def interrupted():
+        raise next(alarms)
+
+    monkeypatch.setattr(worker, "_own_children", interrupted)  # a step that runs after the reap
+    with pytest.raises(HorseMonitorTimeoutException):
+        worker.wait_for_horse()
+    monkeypatch.setattr(worker, "_own_children", set)
+    reaped, status, _ = worker.wait_for_horse()  # what RQ's monitor loop does next
+    assert reaped == pid and os.WEXITSTATUS(status) == 75
+
+
 def test_a_hung_horse_is_stopped_by_the_stall_timeout_and_resumes(client, start_worker):
     """--stall-timeout: a horse that makes no checkpoint for that long is stopped (cause `stalled`, with
     its checkpoint age) and the job resumes from its checkpoint; without it the lease would be renewed forever."""

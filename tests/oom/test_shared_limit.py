@@ -124,11 +124,18 @@ def test_pressure_in_one_group_never_touches_another(client, start_worker, share
     """Two limits on one host: a leaky job stepping aside again and again under one never preempts or
     slows the steady job under the other."""
     crowded, calm = shared_cgroup(300), shared_cgroup(300)
-    start_worker(cgroup=crowded.path)
-    start_worker(cgroup=calm.path)
+    start_worker("-q", "calm", cgroup=calm.path)
+    began = time.monotonic()
+    assert testjobs.calm_batches.enqueue_call((20, 20, 2, 0.05), client=client).result(timeout=60) == 190
+    alone = time.monotonic() - began
+
+    start_worker("-q", "tests", cgroup=crowded.path)
     leaky = testjobs.leaky.enqueue_call((redis_url, 30), client=client)
-    steady = testjobs.batches.enqueue_call((20, 20, 2, 0.05), client=client)
+    wait_until(lambda: leaky.status == "running", what="the leaky job running")
+    began = time.monotonic()
+    steady = testjobs.calm_batches.enqueue_call((20, 20, 2, 0.05), client=client)
     assert steady.result(timeout=120) == sum(range(20))
+    assert time.monotonic() - began <= alone * 1.5 + 0.5, "the calm group was slowed down"
     assert leaky.result(timeout=120) == sum(range(30))
     assert [e["cause"] for e in leaky.events() if e["type"] == "died"], "the leaky job never stepped aside"
     assert not [e for e in steady.events() if e["type"] == "died"]
