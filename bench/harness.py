@@ -49,13 +49,15 @@ class Env:
 class Proc:
     """A subprocess of ours: output to a log file, stopped by its pid only (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, env: Env, name: str, argv: list[str]) -> None:
+    def __init__(self, env: Env, name: str, argv: list[str], start_in: Path | None = None) -> None:
+        """`start_in`: a memory cgroup directory the process enters before it execs (as a container's would)."""
         self.name = name
         self.log_path = env.workdir / f"{name}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
         self.started = time.monotonic()
+        enter = None if start_in is None else lambda: (start_in / "cgroup.procs").write_text(str(os.getpid()))
         self.popen = subprocess.Popen(argv, env=env.subprocess_env(), cwd=env.workdir,
-                                      stdout=self._log, stderr=subprocess.STDOUT)
+                                      stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=enter)
 
     @property
     def pid(self) -> int:
@@ -93,19 +95,24 @@ class Proc:
         return self.log_path.read_text(errors="replace")
 
 
-def resilient_worker(env: Env, queue: str, *flags: str, burst: bool = True, name: str = "resilient") -> Proc:
+def resilient_worker(env: Env, queue: str, *flags: str, burst: bool = True, name: str = "resilient",
+                     start_in: Path | None = None) -> Proc:
+    """`resilient worker bench.resilient_jobs -q QUEUE FLAGS`; `start_in`: a memory cgroup it starts in."""
     argv = [sys.executable, "-m", "resilient", "worker", "bench.resilient_jobs", "-q", queue, *flags]
-    return Proc(env, name, argv + (["--burst"] if burst else []))
+    return Proc(env, name, argv + (["--burst"] if burst else []), start_in)
 
 
 def rq_worker(env: Env, queue: str, *flags: str, burst: bool = True, cgroup: Path | None = None,
-              name: str = "rq") -> Proc:
-    """`rq worker` (rq's own CLI) with rq's defaults unless `flags` say otherwise."""
+              name: str = "rq", start_in: Path | None = None) -> Proc:
+    """`rq worker` (rq's own CLI) with rq's defaults unless `flags` say otherwise. `cgroup`: a memory cgroup
+    it moves itself into once Python runs (bench/rq_worker.py); `start_in`: one it starts in, before it
+    execs, so that all of its memory is charged there (a kernel that refuses memory.move_charge_at_immigrate
+    leaves what a process had before it moved charged to its old group)."""
     argv = [sys.executable, "-m", "bench.rq_worker"]
     if cgroup is not None:
         argv += ["--cgroup", str(cgroup)]
     argv += ["--", "--url", env.url, *flags, *(["--burst"] if burst else []), queue]
-    return Proc(env, name, argv)
+    return Proc(env, name, argv, start_in)
 
 
 def resilient_supervisor(env: Env, *flags: str) -> Proc:

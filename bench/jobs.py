@@ -54,6 +54,30 @@ def leak(ctx: Any, url: str, key: str, items: int, mb: int) -> int:
     return items
 
 
+def batches(ctx: Any, url: str, key: str, n: int, mb: int, steps: int, delay: float) -> int:
+    """Scenario 8, ETL-shaped: each of `n` batches builds a working set of `mb` MiB in `steps` steps (extract),
+    uses it for as many steps (transform, load), then frees it; a safe point (ctx.save) after every step.
+    Logs each batch as it begins; resumes at the batch its checkpoint names (rq's stand-in has none: it
+    starts again at batch 0). Returns the sum of the batch numbers."""
+    log = redis.Redis.from_url(url)
+    pid = os.getpid()
+    state = ctx.checkpoint or {"batch": 0, "sum": 0}
+    batch, total = int(state["batch"]), int(state["sum"])
+    while batch < n:
+        log.rpush(key, f"{pid} {batch} {time.time()}")
+        working = []
+        for step in range(2 * steps):
+            if step < steps:
+                working.append(b"x" * (mb * MiB // steps))
+            time.sleep(delay)
+            ctx.save({"batch": batch, "sum": total})
+        del working
+        total += batch
+        batch += 1
+        ctx.save({"batch": batch, "sum": total})
+    return total
+
+
 def idle(ctx: Any, url: str, key: str, seconds: float) -> None:
     """Scenario 7: logs its pid, then sleeps without a safe point (only the governor, if any, runs)."""
     redis.Redis.from_url(url).rpush(key, f"{os.getpid()} 0 {time.time()}")
@@ -61,7 +85,7 @@ def idle(ctx: Any, url: str, key: str, seconds: float) -> None:
 
 
 # --- plain rq ------------------------------------------------------------------------------------
-BODIES = {"count": count, "leak": leak, "idle": idle}
+BODIES = {"count": count, "leak": leak, "idle": idle, "batches": batches}
 
 
 def on_rq(body: str, *args: Any, resume_from_meta: bool = False) -> Any:

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import resilient
 
-from .jobs import count, idle, leak, noop
+from .jobs import batches, count, idle, leak, noop
 
 NOOP_QUEUE, COUNT_QUEUE, LEAK_QUEUE, IDLE_QUEUE = "bench-noop", "bench-count", "bench-leak", "bench-idle"
+BATCHES_QUEUE = "bench-batches"
 COUNT_CHECKPOINT_EVERY = 0.5  # seconds: an item is 10 ms, so at most ~50 items are redone after a kill
 
 noop_job = resilient.job(queue=NOOP_QUEUE)(noop)
 count_job = resilient.job(queue=COUNT_QUEUE, checkpoint_every=COUNT_CHECKPOINT_EVERY)(count)
 leak_job = resilient.job(queue=LEAK_QUEUE, checkpoint_every=3600)(leak)
 idle_job = resilient.job(queue=IDLE_QUEUE)(idle)
+batches_job = resilient.job(queue=BATCHES_QUEUE, checkpoint_every=0.5)(batches)
