@@ -28,6 +28,21 @@ def parse_size(text: str | int) -> int:
     return int(float(number) * _UNITS[unit.lower()])
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str | int) -> int:
+    """'90s', '15m', '12h', '7d', '2w' or a plain number of seconds -> seconds."""
+    if isinstance(text, int):
+        return text
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"cannot read {text!r} as a duration: use seconds or a number with s, m, h, d, w (e.g. 7d)")
+    number, unit = match.groups()
+    return int(float(number) * _SECONDS[unit.lower()])
+
+
 def format_size(size: int | None) -> str:
     """Bytes as people read them: 512 B, 3.4 KiB, 298.0 MiB, 1.50 GiB."""
     if size is None:
@@ -68,7 +83,9 @@ class Settings:
     lease_ttl: float = 10.0
     retry_backoff: float = 1.0  # seconds before the first retry after a death; doubles per death in a row
     retry_backoff_max: float = 60.0
-    result_ttl: int = 7 * 24 * 3600
+    result_ttl: int = 7 * 24 * 3600  # RQ's own records of a job (RQ's result and failure TTL)
+    keep: int = 7 * 24 * 3600  # seconds our keys of a completed job are kept (a job's own `keep` wins)
+    keep_failed: int = 30 * 24 * 3600  # ... of a failed or parked job (or its own `keep`, if longer)
     stall_timeout: float = 0.0  # seconds without a checkpoint before a horse counts as hung; 0: never
 
     @classmethod
@@ -93,6 +110,8 @@ class Settings:
             "retry_backoff": float,
             "retry_backoff_max": float,
             "stall_timeout": float,
+            "keep": parse_duration,
+            "keep_failed": parse_duration,
         }
         for field, read in readers.items():
             raw = env.get(f"RESILIENT_{field.upper()}")

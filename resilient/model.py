@@ -130,6 +130,7 @@ class JobOptions:
     timeout: int = -1  # seconds; -1: no time limit (batch jobs are long)
     on_oom_queue: str | None = None
     memory: int | None = None  # bytes of RSS the job needs at its peak, as declared (memory="300M")
+    keep: int | None = None  # seconds its keys are kept once it has ended (keep="7d"); None: the settings'
     soft: float | None = None  # per-job memory thresholds; None: the worker's
     hard: float | None = None
     critical: float | None = None

@@ -27,8 +27,7 @@ class Client:
     def __init__(self, connection: redis.Redis, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.connection = connection
-        self.store = Store(connection, self.settings.checkpoint_history, self.settings.event_history,
-                           self.settings.lease_ttl)
+        self.store = Store(connection, self.settings)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "Client":
@@ -64,7 +63,7 @@ class Client:
                                       options.max_deaths_without_progress, pipeline=pipe,
                                       call={"args": list(args), "kwargs": kwargs, "timeout": options.timeout},
                                       max_mem_stuck=options.max_memory_deaths_at_same_checkpoint,
-                                      on_oom_queue=options.on_oom_queue)
+                                      on_oom_queue=options.on_oom_queue, keep=options.keep)
                 queue.enqueue_job(rq_job, pipeline=pipe)
                 pipe.execute()
         except redis.WatchError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..config import parse_size
+from ..config import parse_duration, parse_size
 from ..errors import ConfigError, UnknownJob
 from ..model import JobOptions
 
@@ -56,6 +56,8 @@ def job(fn: Callable[..., Any] | None = None, **options: Any) -> Any:
 
     if isinstance(options.get("memory"), str):
         options["memory"] = parse_size(options["memory"])
+    if isinstance(options.get("keep"), str):
+        options["keep"] = parse_duration(options["keep"])
 
     def register(func: Callable[..., Any]) -> JobSpec:
         spec = JobSpec(func, JobOptions(**options))

@@ -34,7 +34,7 @@ class Reaper:
 
     def __init__(self, connection: redis.Redis, settings: Settings) -> None:
         self.connection = connection
-        self.store = Store(connection, settings.checkpoint_history, settings.event_history, settings.lease_ttl)
+        self.store = Store(connection, settings)
         self.result_ttl = settings.result_ttl
         self.lease_ttl = settings.lease_ttl
         self._stranded: dict[tuple[str, str], float] = {}

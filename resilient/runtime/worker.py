@@ -52,7 +52,7 @@ class ResilientWorker(Worker):
         super().__init__(queues, connection=connection, serializer=MsgpackSerializer,
                          job_class=ResilientJob, queue_class=Queue, **kwargs)
         self.settings = settings
-        self.store = Store(connection, settings.checkpoint_history, settings.event_history, settings.lease_ttl)
+        self.store = Store(connection, settings)
         self.memory = memory or MemoryWatcher(settings)
         self.job_monitoring_interval = max(1, int(settings.monitor_interval))
         self.host = socket.gethostname()

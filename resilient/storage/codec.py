@@ -40,12 +40,25 @@ def encode_state(state: Any, max_bytes: int = DEFAULT_MAX_BYTES, what: str = "st
 
 def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, key: str = "") -> Any:
     """Decode bytes we stored; anything malformed or oversized is CorruptCheckpoint, never a crash."""
+    return _unpack(data, max_bytes, key, raw=False)
+
+
+def decode_fields(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES, key: str = "") -> dict[bytes, bytes]:
+    """A map of byte strings (an event written by Lua, whose values may hold msgpack of their own);
+    CorruptCheckpoint for anything else."""
+    value = _unpack(data, max_bytes, key, raw=True)
+    if not isinstance(value, dict) or not all(isinstance(k, bytes) and isinstance(v, bytes) for k, v in value.items()):
+        raise CorruptCheckpoint("expected a map of strings", key)
+    return value
+
+
+def _unpack(data: bytes, max_bytes: int, key: str, raw: bool) -> Any:
     if not isinstance(data, (bytes, bytearray)):
         raise CorruptCheckpoint(f"expected bytes, found {type(data).__name__}", key)
     if len(data) > max_bytes:
         raise CorruptCheckpoint(f"record is {format_size(len(data))}, above the {format_size(max_bytes)} cap", key)
     try:  # unpackb sets its length limits from len(data), which the check above bounds
-        return msgpack.unpackb(data, raw=False, strict_map_key=False, timestamp=0, object_pairs_hook=_map)
+        return msgpack.unpackb(data, raw=raw, strict_map_key=False, timestamp=0, object_pairs_hook=_map)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise CorruptCheckpoint(f"not valid msgpack ({type(exc).__name__}: {exc})", key) from None
 

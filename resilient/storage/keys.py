@@ -23,10 +23,12 @@ def checkpoint(job_id: str) -> str:
 
 
 def checkpoint_history(job_id: str) -> str:
+    """List: what each kept checkpoint was (seq, epoch, saved_at, bytes), not the state itself."""
     return f"{PREFIX}ckpt:{job_id}:history"
 
 
 def events(job_id: str) -> str:
+    """List: the job's timeline, one msgpack map per event."""
     return f"{PREFIX}events:{job_id}"
 
 
@@ -65,7 +67,12 @@ def lua_names() -> str:
     intermediate_suffix = rq_intermediate("").removeprefix(rq_queue(""))
     return f"""
 local LEASES, PARKED_SET, DEATHS, DELAYED, RQ_QUEUES = '{LEASES}', '{PARKED}', '{DEATHS}', '{DELAYED}', '{RQ_QUEUES}'
+local JOBS = '{JOBS}'
 local function job_key(id) return '{job("")}' .. id end
+local function ckpt_key(id) return '{checkpoint("")}' .. id end
+local function ckpt_history_key(id) return '{checkpoint("")}' .. id .. '{checkpoint_history("").removeprefix(checkpoint(""))}' end
+local function events_key(id) return '{events("")}' .. id end
+local function mem_key(id, attempt) return '{memory("", 0).removesuffix(":0")}' .. id .. ':' .. attempt end
 local function rq_queue_key(name) return '{rq_queue("")}' .. name end
 local function rq_intermediate_key(name) return '{rq_queue("")}' .. name .. '{intermediate_suffix}' end
 local function rq_job_key(id) return '{rq_job("")}' .. id end

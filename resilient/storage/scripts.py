@@ -16,6 +16,39 @@ local RQ_QUEUED, RQ_FAILED = '{RQStatus.QUEUED.value}', '{RQStatus.FAILED.value}
 local function is_final(status) return status == COMPLETED or status == FAILED or status == PARKED end
 """
 
+# The timeline of a job is a capped list of msgpack maps, one per event, every value a string (a stream
+# would cost ~4.7 KB even with one entry; the list costs its entries and ~100 bytes).
+_EVENTS = """
+local function add_event(key, cap, ...)
+  local fields, event = {...}, {}
+  for i = 1, #fields, 2 do event[fields[i]] = tostring(fields[i + 1]) end
+  redis.call('RPUSH', key, cmsgpack.pack(event))
+  redis.call('LTRIM', key, -tonumber(cap), -1)
+end
+"""
+# Retention: once a job has ended, every key of its own expires (its hash, checkpoint, checkpoint history,
+# timeline and the memory history of each attempt): after its own `keep` (set at enqueue) or `keep` (ARGV)
+# when it completed, after the longer of its own and `keep_failed` when it failed or was parked. An
+# operator's requeue makes them persistent again.
+_RETAIN = """
+local function job_keys(job_id)
+  local found = {job_key(job_id), ckpt_key(job_id), ckpt_history_key(job_id), events_key(job_id)}
+  for attempt = 1, tonumber(redis.call('HGET', job_key(job_id), 'attempt') or '0') do
+    table.insert(found, mem_key(job_id, attempt))
+  end
+  return found
+end
+local function expire_job(job_id, status, keep, keep_failed)
+  local own = tonumber(redis.call('HGET', job_key(job_id), 'keep') or '0')
+  local ttl = math.max(own, tonumber(keep_failed))
+  if status == COMPLETED then ttl = own > 0 and own or tonumber(keep) end
+  for _, key in ipairs(job_keys(job_id)) do redis.call('EXPIRE', key, ttl) end
+end
+local function persist_job(job_id)
+  for _, key in ipairs(job_keys(job_id)) do redis.call('PERSIST', key) end
+end
+"""
+
 # Each script starts by comparing the attempt's epoch with the job's: a superseded attempt writes nothing.
 # A job in a final status takes no more writes from any attempt either (completed stays completed, once):
 # RQ may take a job whose result we stored down its failure path when its own bookkeeping fails.
@@ -33,7 +66,7 @@ local function server_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 """
-_PUSH_BACK = _NAMES + """
+_PUSH_BACK = """
 -- Back into RQ's queue (its key names are pinned with rq 3.x), at the front, or into our delayed set.
 local function push_back(job_id, queue, delay_ms, now)
   if tonumber(delay_ms) > 0 then
@@ -59,8 +92,8 @@ end
 redis.call('HSET', KEYS[1], 'status', RUNNING, 'worker', ARGV[1], 'host', ARGV[2], 'started_at', ARGV[3])
 for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('ZADD', KEYS[3], server_ms() + tonumber(ARGV[5]), ARGV[6])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'started', 'at', ARGV[3],
-  'attempt', attempt, 'epoch', epoch, 'worker', ARGV[1], 'host', ARGV[2])
+add_event(KEYS[2], ARGV[4], 'type', 'started', 'at', ARGV[3], 'attempt', attempt, 'epoch', epoch,
+  'worker', ARGV[1], 'host', ARGV[2])
 return {'OK', epoch, attempt, redis.call('HGET', KEYS[1], 'last_death') or false}
 """
 
@@ -68,8 +101,10 @@ SAVE = _FENCE + _SERVER_MS + """
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('HSET', KEYS[2], 'epoch', ARGV[1], 'seq', seq, 'data', ARGV[2], 'saved_at', ARGV[3],
   'bytes', string.len(ARGV[2]))
-redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], '*', 'seq', seq, 'epoch', ARGV[1], 'saved_at', ARGV[3],
-  'data', ARGV[2])
+-- the history keeps what each save was, not a second copy of the state
+redis.call('RPUSH', KEYS[3], cmsgpack.pack({seq = seq, epoch = tonumber(ARGV[1]), saved_at = tonumber(ARGV[3]),
+  bytes = string.len(ARGV[2])}))
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[6]), -1)
 redis.call('HSET', KEYS[1], 'saved_at', ARGV[3])
 redis.call('ZADD', KEYS[4], 'XX', server_ms() + tonumber(ARGV[7]), ARGV[8])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'done', ARGV[4], 'total', ARGV[5], 'ckpt_done', ARGV[4]) end
@@ -96,19 +131,20 @@ local function record_peak(job_key, rss)
 end
 """
 
-# ARGV: epoch, new status, now, event type, events cap, job id, the horse's peak rss (0: unknown), then
-# field/value pairs for hash and event.
-FINISH = _FENCE + _NAMES + _RECORD_PEAK + """
+# ARGV: epoch, new status, now, event type, events cap, job id, the horse's peak rss (0: unknown), keep,
+# keep_failed (seconds), then field/value pairs for hash and event.
+FINISH = _FENCE + _RECORD_PEAK + """
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'finished_at', ARGV[3])
 record_peak(KEYS[1], ARGV[7])
 local event = {'type', ARGV[4], 'at', ARGV[3], 'epoch', ARGV[1]}
-for i = 8, #ARGV, 2 do
+for i = 10, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   if ARGV[i] ~= 'result' then table.insert(event, ARGV[i]); table.insert(event, ARGV[i + 1]) end
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', unpack(event))
+add_event(KEYS[2], ARGV[5], unpack(event))
 if ARGV[2] == PARKED then redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6]) end
 redis.call('ZREM', KEYS[4], ARGV[6])
+expire_job(ARGV[6], ARGV[2], ARGV[8], ARGV[9])
 return 'OK'
 """
 
@@ -136,8 +172,8 @@ local function record_death(job_key, events_key, job_id, epoch, cause, evidence,
   if charged == '0' then redis.call('HINCRBY', job_key, 'free', 1) end
   redis.call('HSET', job_key, 'last_death', evidence)
   redis.call('HINCRBY', job_key, 'deaths', 1)
-  redis.call('XADD', events_key, 'MAXLEN', '~', cap, '*', 'type', 'died', 'at', now, 'epoch', epoch,
-    'cause', cause, 'seq', seq, 'evidence', evidence)
+  add_event(events_key, cap, 'type', 'died', 'at', now, 'epoch', epoch, 'cause', cause, 'seq', seq,
+    'evidence', evidence)
   redis.call('XADD', DEATHS, 'MAXLEN', '~', 200, '*', 'job_id', job_id, 'cause', cause, 'at', now)
   local attempt = tonumber(redis.call('HGET', job_key, 'attempt'))
   return {stuck, mem_stuck, seq, attempt - tonumber(redis.call('HGET', job_key, 'free') or '0')}
@@ -146,7 +182,7 @@ end
 
 # ARGV: epoch, cause, evidence (msgpack), now, counts toward the poison cap (0/1), is a memory death (0/1),
 # events cap, the horse's peak rss, job id, counts toward max_attempts (0/1)
-DEATH = _FENCE + _NAMES + _RECORD_PEAK + _RECORD_DEATH + """
+DEATH = _FENCE + _RECORD_PEAK + _RECORD_DEATH + """
 local counted = record_death(KEYS[1], KEYS[2], ARGV[9], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
   ARGV[7], ARGV[8], ARGV[10])
 return {'OK', counted[1], counted[2], counted[3], counted[4]}
@@ -159,15 +195,18 @@ redis.call('HSET', KEYS[1], 'status', QUEUED, 'queue', ARGV[4])
 redis.call('ZREM', KEYS[3], ARGV[7])
 if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'mem_stuck', 0); redis.call('HDEL', KEYS[1], 'mem_seq') end
 push_back(ARGV[7], ARGV[4], ARGV[8], server_ms())
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'type', 'requeued', 'at', ARGV[2],
-  'from_seq', redis.call('HGET', KEYS[1], 'seq') or '0', 'reason', ARGV[3], 'queue', ARGV[4],
-  'delay_ms', ARGV[8])
+add_event(KEYS[2], ARGV[5], 'type', 'requeued', 'at', ARGV[2], 'from_seq',
+  redis.call('HGET', KEYS[1], 'seq') or '0', 'reason', ARGV[3], 'queue', ARGV[4], 'delay_ms', ARGV[8])
 return 'OK'
 """
 
 # Delayed retries whose time has come go back to their queue; any caller may run it, each job moves once.
+# Also trims the indexes of jobs whose keys have expired by now: `jobs` (by enqueue time) and `parked` (by
+# when), both older than keep_failed (ARGV[2], ms). Costs O(log N) when there is nothing to trim.
 PROMOTE = _SERVER_MS + _PUSH_BACK + """
 local now = ARGV[1] ~= '' and tonumber(ARGV[1]) or server_ms()
+redis.call('ZREMRANGEBYSCORE', JOBS, '-inf', now - tonumber(ARGV[2]))
+redis.call('ZREMRANGEBYSCORE', PARKED_SET, '-inf', now - tonumber(ARGV[2]))
 local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'LIMIT', 0, 100)
 for _, job_id in ipairs(due) do
   redis.call('ZREM', DELAYED, job_id)
@@ -198,14 +237,16 @@ return 1
 # A queue entry the worker refuses (payload, record or function not acceptable). It leaves RQ's intermediate
 # list; a job still waiting to run fails with the reason, in our hash and in RQ's; a job another attempt
 # owns keeps its state, only this entry goes. KEYS: job, events, RQ intermediate list, RQ job hash, RQ failed
-# registry. ARGV: job id, reason, now ms, events cap, RQ failed-registry score (s), RQ record ttl (s).
+# registry. ARGV: job id, reason, now ms, events cap, RQ failed-registry score (s), RQ record ttl (s),
+# keep_failed (s).
 REFUSE = """
 redis.call('LREM', KEYS[3], 1, ARGV[1])
 local status = redis.call('HGET', KEYS[1], 'status')
 if status and status ~= QUEUED then return status end
 if status then
   redis.call('HSET', KEYS[1], 'status', FAILED, 'error', ARGV[2], 'finished_at', ARGV[3])
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'failed', 'at', ARGV[3], 'error', ARGV[2])
+  add_event(KEYS[2], ARGV[4], 'type', 'failed', 'at', ARGV[3], 'error', ARGV[2])
+  expire_job(ARGV[1], FAILED, ARGV[7], ARGV[7])
 end
 if redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('HSET', KEYS[4], 'status', RQ_FAILED, 'exc_info', ARGV[2])
@@ -218,21 +259,21 @@ return 'REFUSED'
 # A job that cannot fit under this worker's memory limit, turned away before any attempt: its entry leaves
 # RQ's intermediate list, and it goes to the front of `to` (its on_oom_queue) or, with no such queue, is
 # parked with the reason. Nothing is counted: it never ran. ARGV: job id, from queue, to queue ('' = park),
-# reason, now, events cap.
+# reason, now, events cap, keep_failed (s).
 TURN_AWAY = _PUSH_BACK + """
 if redis.call('HGET', job_key(ARGV[1]), 'status') ~= QUEUED then return 0 end
 redis.call('LREM', rq_intermediate_key(ARGV[2]), 0, ARGV[1])
 if ARGV[3] ~= '' then
   redis.call('HSET', job_key(ARGV[1]), 'queue', ARGV[3])
   push_back(ARGV[1], ARGV[3], 0, 0)
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', 'type', 'requeued', 'at', ARGV[5],
-    'from_seq', redis.call('HGET', job_key(ARGV[1]), 'seq') or '0', 'reason', ARGV[4], 'queue', ARGV[3],
-    'delay_ms', 0)
+  add_event(KEYS[1], ARGV[6], 'type', 'requeued', 'at', ARGV[5], 'from_seq',
+    redis.call('HGET', job_key(ARGV[1]), 'seq') or '0', 'reason', ARGV[4], 'queue', ARGV[3], 'delay_ms', 0)
   return 1
 end
 redis.call('HSET', job_key(ARGV[1]), 'status', PARKED, 'parked_reason', ARGV[4], 'finished_at', ARGV[5])
 redis.call('ZADD', PARKED_SET, ARGV[5], ARGV[1])
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*', 'type', 'parked', 'at', ARGV[5], 'parked_reason', ARGV[4])
+add_event(KEYS[1], ARGV[6], 'type', 'parked', 'at', ARGV[5], 'parked_reason', ARGV[4])
+expire_job(ARGV[1], PARKED, ARGV[7], ARGV[7])
 return 2
 """
 
@@ -249,7 +290,7 @@ return math.max(tonumber(times[1] or '0'), tonumber(times[2] or '0'))
 # new epoch (if it dies before it settles the job, the next reaper claims it again). The caller then decides
 # with the same rules as for any death, from the rule parameters stored with the job, and requeues or parks
 # under that epoch. ARGV: job id, now, events cap, lease ms.
-CLAIM = _NAMES + _RECORD_PEAK + _RECORD_DEATH + """
+CLAIM = _RECORD_PEAK + _RECORD_DEATH + """
 local deadline = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if not deadline or tonumber(deadline) > tonumber(ARGV[2]) then return false end
 if redis.call('HGET', KEYS[1], 'status') ~= RUNNING then
@@ -289,12 +330,13 @@ local queue = redis.call('HGET', KEYS[1], 'queue')
 redis.call('ZREM', 'rq:failed:' .. queue, ARGV[3])
 redis.call('PERSIST', rq_job)  -- a failed job's record carries RQ's failure TTL
 push_back(ARGV[3], queue, 0, ARGV[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'requeued', 'at', ARGV[1],
-  'from_seq', redis.call('HGET', KEYS[1], 'seq') or '0', 'reason', 'operator', 'queue', queue)
+add_event(KEYS[2], ARGV[4], 'type', 'requeued', 'at', ARGV[1], 'from_seq',
+  redis.call('HGET', KEYS[1], 'seq') or '0', 'reason', 'operator', 'queue', queue)
+persist_job(ARGV[3])
 return 'OK'
 """
 
-# Every script starts with the status names.
+# Every script starts with the status names, the key names, and the timeline and retention functions.
 (BEGIN, SAVE, SET_FIELDS, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM, RELEASE) = (
-    _STATUSES + script for script in (BEGIN, SAVE, SET_FIELDS, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE,
+    _STATUSES + _NAMES + _EVENTS + _RETAIN + script for script in (BEGIN, SAVE, SET_FIELDS, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE,
                                       TURN_AWAY, RENEW, CLAIM, RELEASE))

@@ -8,10 +8,11 @@ from typing import Any, cast
 import redis
 from redis.typing import EncodableT, FieldT
 
+from ..config import Settings
 from ..errors import CorruptCheckpoint, StaleAttempt
 from ..model import Attempt, Cause, Checkpoint, Claim, Death, DeathCount, JobOptions, JobStatus
 from . import keys
-from .codec import decode, encode
+from .codec import decode, decode_fields, encode
 from .scripts import (
     BEGIN,
     CLAIM,
@@ -41,12 +42,13 @@ def now_ms() -> int:
 class Store:
     """Operations on resilient's keys for one Redis connection (bytes responses)."""
 
-    def __init__(self, connection: redis.Redis, checkpoint_history: int = 10, event_history: int = 1000,
-                 lease_ttl: float = 10.0) -> None:
+    def __init__(self, connection: redis.Redis, settings: Settings | None = None) -> None:
+        settings = settings or Settings()
         self.r = connection
-        self.lease_ms = int(lease_ttl * 1000)
-        self.checkpoint_history = checkpoint_history
-        self.event_history = event_history
+        self.lease_ms = int(settings.lease_ttl * 1000)
+        self.checkpoint_history = settings.checkpoint_history
+        self.event_history = settings.event_history
+        self.keep, self.keep_failed = settings.keep, settings.keep_failed
         self._begin = connection.register_script(BEGIN)
         self._save = connection.register_script(SAVE)
         self._set_fields = connection.register_script(SET_FIELDS)
@@ -64,7 +66,7 @@ class Store:
     # --- enqueue side -------------------------------------------------------------------------
     def create_job(self, job_id: str, name: str, queue: str, max_attempts: int, max_stuck: int = 3,
                    pipeline: Any = None, call: dict[str, Any] | None = None, max_mem_stuck: int = 2,
-                   on_oom_queue: str | None = None) -> None:
+                   on_oom_queue: str | None = None, keep: int | None = None) -> None:
         """`call` ({args, kwargs, timeout}) is kept so that RQ's record can be rebuilt once it expired; the
         retry rules are kept so that a reaper judges a lost attempt by the job's own rules."""
         at = now_ms()
@@ -75,12 +77,13 @@ class Store:
             "enqueued_at": at, "deaths": 0}
         if on_oom_queue:
             fields["on_oom_queue"] = on_oom_queue
+        if keep:
+            fields["keep"] = keep
         if call is not None:
             fields["call"] = encode(call)
         pipe.hset(keys.job(job_id), mapping=fields)
         pipe.zadd(keys.JOBS, {job_id: at})
-        pipe.xadd(keys.events(job_id), {"type": "enqueued", "at": at, "queue": queue},
-                  maxlen=self.event_history, approximate=True)
+        pipe.rpush(keys.events(job_id), encode({"type": "enqueued", "at": str(at), "queue": queue}))
         if pipeline is None:
             pipe.execute()
 
@@ -147,7 +150,8 @@ class Store:
 
     def _finish_attempt(self, attempt: Attempt, status: str, event: str, peak_rss: int = 0, **fields: Any) -> None:
         job_id = attempt.job_id
-        args: list[Any] = [attempt.epoch, status, now_ms(), event, self.event_history, job_id, peak_rss]
+        args: list[Any] = [attempt.epoch, status, now_ms(), event, self.event_history, job_id, peak_rss, self.keep,
+                           self.keep_failed]
         for name, value in fields.items():
             args += [name, value]
         reply = self._finish(
@@ -179,7 +183,7 @@ class Store:
     def promote_due(self, at_ms: int | None = None) -> int:
         """Move delayed retries whose time has come (by the server's clock, or `at_ms` in it) into their
         queues; how many were due."""
-        return int(self._promote(args=["" if at_ms is None else at_ms]))
+        return int(self._promote(args=["" if at_ms is None else at_ms, self.keep_failed * 1000]))
 
     def rescue_stranded(self, job_id: str, queue: str) -> bool:
         return bool(self._rescue(args=[job_id, queue]))
@@ -188,7 +192,8 @@ class Store:
         """A job that cannot fit under this worker's limit, before any attempt: to the front of `to_queue`,
         or parked with `reason` when there is none. False when the job is no longer waiting to run."""
         reply = self._turn_away(keys=[keys.events(job_id)],
-                                args=[job_id, from_queue, to_queue or "", reason, now_ms(), self.event_history])
+                                args=[job_id, from_queue, to_queue or "", reason, now_ms(), self.event_history,
+                                      self.keep_failed])
         return bool(reply)
 
     def refuse(self, job_id: str, reason: str, rq_keys: list[str], rq_ttl: int) -> str:
@@ -196,7 +201,8 @@ class Store:
         'REFUSED', or the status of a job another attempt owns (left as it is)."""
         at = now_ms()
         reply = self._refuse(keys=[keys.job(job_id), keys.events(job_id), *rq_keys],
-                             args=[job_id, reason, at, self.event_history, at // 1000 + rq_ttl, rq_ttl])
+                             args=[job_id, reason, at, self.event_history, at // 1000 + rq_ttl, rq_ttl,
+                                   self.keep_failed])
         return _text(reply)
 
     def renew_lease(self, attempt: Attempt) -> int:
@@ -207,9 +213,13 @@ class Store:
         return int(_fenced(reply, attempt))
 
     def add_memory_sample(self, attempt: Attempt, rss: int, level: str, cap: int) -> None:
-        """One point of the attempt's memory history (its own capped stream)."""
-        self.r.xadd(keys.memory(attempt.job_id, attempt.attempt), {"at": now_ms(), "rss": rss, "level": level},
-                    maxlen=cap, approximate=True)
+        """One point of the attempt's memory history (its own capped stream). It expires like a failed job's
+        keys however the job ends (FINISH sets the job's own retention; a sample after it sets this again)."""
+        key = keys.memory(attempt.job_id, attempt.attempt)
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.xadd(key, {"at": now_ms(), "rss": rss, "level": level}, maxlen=cap, approximate=True)
+            pipe.expire(key, self.keep_failed)
+            pipe.execute()
 
     def memory_samples(self, job_id: str, attempt: int) -> list[dict[str, Any]]:
         """An attempt's memory history, oldest first: {at, rss, level}."""
@@ -277,19 +287,26 @@ class Store:
 
     def events(self, job_id: str, count: int | None = None) -> list[dict[str, Any]]:
         """The timeline, oldest first; evidence decoded (a corrupt one is reported in place)."""
-        entries = cast(StreamEntries, self.r.xrange(keys.events(job_id), count=count))
-        timeline = []
-        for _, fields in entries:
-            event: dict[str, Any] = {_text(k): _text(v) for k, v in fields.items() if k != b"evidence"}
-            if b"evidence" in fields:
-                event["evidence"] = self._decode_record(fields[b"evidence"], job_id)
-            timeline.append(event)
-        return timeline
+        entries = cast(list[bytes], self.r.lrange(keys.events(job_id), 0, -1 if count is None else count - 1))
+        return [self._event(entry, job_id) for entry in entries]
+
+    def _event(self, entry: bytes, job_id: str) -> dict[str, Any]:
+        try:
+            fields = decode_fields(entry, key=keys.events(job_id))
+        except CorruptCheckpoint as exc:
+            return {"type": "corrupt", "error": str(exc)}
+        event: dict[str, Any] = {_text(k): _text(v) for k, v in fields.items() if k != b"evidence"}
+        if b"evidence" in fields:
+            event["evidence"] = self._decode_record(fields[b"evidence"], job_id)
+        return event
 
     def checkpoint_history_entries(self, job_id: str) -> list[dict[str, int]]:
-        entries = cast(StreamEntries, self.r.xrange(keys.checkpoint_history(job_id)))
-        return [{"seq": int(f[b"seq"]), "epoch": int(f[b"epoch"]), "saved_at": int(f[b"saved_at"]),
-                 "bytes": len(f[b"data"])} for _, f in entries]
+        entries = cast(list[bytes], self.r.lrange(keys.checkpoint_history(job_id), 0, -1))
+        return [self._history_entry(entry, job_id) for entry in entries]
+
+    def _history_entry(self, entry: bytes, job_id: str) -> dict[str, int]:
+        record = self._decode_record(entry, job_id)
+        return {name: int(record.get(name, -1)) for name in ("seq", "epoch", "saved_at", "bytes")}
 
     def recent_deaths(self, count: int = 10) -> list[dict[str, str]]:
         """The last deaths across all jobs, newest first."""

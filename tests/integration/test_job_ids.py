@@ -52,4 +52,4 @@ def test_concurrent_enqueues_of_one_id_create_one_job(redis_url, redis_client):
     with ThreadPoolExecutor(len(clients)) as pool:
         assert sum(pool.map(enqueue, clients)) == len(ids)
     assert rq_queue("tests", redis_client).get_job_ids() == ids
-    assert {redis_client.xlen(keys.events(job_id)) for job_id in ids} == {1}
+    assert {redis_client.llen(keys.events(job_id)) for job_id in ids} == {1}
