@@ -86,6 +86,7 @@ class Settings:
     result_ttl: int = 7 * 24 * 3600  # RQ's own records of a job (RQ's result and failure TTL)
     keep: int = 7 * 24 * 3600  # seconds our keys of a completed job are kept (a job's own `keep` wins)
     keep_failed: int = 30 * 24 * 3600  # ... of a failed or parked job (or its own `keep`, if longer)
+    redis_high_water: float = 0.9  # of Redis's maxmemory: above it, enqueue refuses new jobs
     stall_timeout: float = 0.0  # seconds without a checkpoint before a horse counts as hung; 0: never
 
     @classmethod
@@ -112,6 +113,7 @@ class Settings:
             "stall_timeout": float,
             "keep": parse_duration,
             "keep_failed": parse_duration,
+            "redis_high_water": lambda v: parse_fraction("redis_high_water", v),
         }
         for field, read in readers.items():
             raw = env.get(f"RESILIENT_{field.upper()}")

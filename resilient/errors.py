@@ -22,6 +22,10 @@ class RedisUnavailable(ResilientError):
         self.reason = reason
 
 
+class RedisFull(ResilientError):
+    """Redis is above its high-water mark: a new job is refused before Redis would fail a running one."""
+
+
 class ServerError(ResilientError):
     """The embedded server could not be started or stopped."""
 

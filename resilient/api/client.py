@@ -15,6 +15,7 @@ from ..runtime.rqjob import rq_queue
 from ..storage import keys
 from ..storage.codec import encode_state
 from ..storage.connection import open_redis
+from ..storage.redis_settings import HighWater
 from ..storage.store import Store
 from .handle import JobHandle
 from .registry import JobSpec
@@ -28,6 +29,7 @@ class Client:
         self.settings = settings or Settings()
         self.connection = connection
         self.store = Store(connection, self.settings)
+        self.high_water = HighWater(connection, self.settings.redis_high_water)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "Client":
@@ -43,7 +45,9 @@ class Client:
     def enqueue(self, spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any],
                 job_id: str | None = None) -> JobHandle:
         """Queue one run of `spec`; arguments must be msgpack-able (CheckpointError names the bad one).
-        ConfigError for an id RQ would refuse or one already used (then nothing is written)."""
+        ConfigError for an id RQ would refuse or one already used, RedisFull above the high-water mark (then
+        nothing is written)."""
+        self.high_water.check()
         encode_state(list(args), self.settings.max_checkpoint_bytes, what="args")
         encode_state(kwargs, self.settings.max_checkpoint_bytes, what="kwargs")
         job_id = uuid.uuid4().hex if job_id is None else _checked_id(job_id)

@@ -92,7 +92,7 @@ def check_ready(settings: Settings, max_age: float = MAX_AGE) -> tuple[bool, str
     """A local worker or supervisor ticks, Redis answers, none of them is still waiting for it, and every
     local worker is registered there."""
     from ..errors import RedisUnavailable
-    from ..storage import keys
+    from ..storage import keys, redis_settings
     from ..storage.connection import open_redis
 
     ticking = _ticking(max_age)
@@ -111,4 +111,5 @@ def check_ready(settings: Settings, max_age: float = MAX_AGE) -> tuple[bool, str
     if missing:
         return False, f"Redis at {url} answers, but worker(s) {', '.join(missing)} are not registered"
     supervisors = len(ticking) - len(workers)
-    return True, f"Redis at {url} answers; {len(workers)} local worker(s) registered, {supervisors} supervisor(s)"
+    ready = f"Redis at {url} answers; {len(workers)} local worker(s) registered, {supervisors} supervisor(s)"
+    return True, "; ".join([ready, *(f"warning: {w}" for w in redis_settings.warnings(connection))])

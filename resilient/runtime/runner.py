@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..ops import logs, metrics
 from ..ops.health import WAITING, forget, mark_alive
 from ..ops.logs import log_to_stderr
+from ..storage import redis_settings
 from ..storage.connection import wait_for_redis
 from .memory_watch import MemoryWatcher
 from .procs import become_subreaper, load_prctl, set_parent_death_signal
@@ -42,6 +43,8 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
         forget("worker")
         return 0
     connection, url = reached
+    for warning in redis_settings.warnings(connection):
+        log.warning("%s", warning)
     memory = MemoryWatcher(settings)
     worker = ResilientWorker(queues, connection, settings, memory=memory, name=name, burst=burst)
     logs.bind(worker=worker.name)
