@@ -99,9 +99,9 @@ def decide(death: Death, count: DeathCount, options: JobOptions, queue: str, bac
     if count.attempt >= options.max_attempts:
         return Decision("park", reason=f"gave up after {count.attempt} attempts (max_attempts); "
                                        f"last: {describe(death)}")
-    # A preemption resumes at once (the worker stepped aside on purpose); a death waits a little, longer
-    # each time it dies again without progress.
-    delay = 0.0 if death.is_preemption else backoff(count.stuck, backoff_base, backoff_max)
+    # A preemption, or the first death since the checkpoint moved, resumes at once: the job was making
+    # progress. Dying again at the same checkpoint waits a little, longer each time.
+    delay = 0.0 if death.is_preemption else backoff(count.stuck - 1, backoff_base, backoff_max)
     return Decision("requeue", queue, death.cause, delay=delay)
 
 

@@ -99,3 +99,17 @@ def test_exit_code_for_each_way_a_horse_steps_aside(exc, code):
     assert exit_code_for(exc) == code
     if code is not None:
         assert classify(exited(code), 0, 0) != f"crashed:exit{code}"
+
+
+@pytest.mark.parametrize("cause, stuck, delay_range", [
+    ("killed", 1, (0.0, 0.0)),  # the first death since the checkpoint moved: resume at once
+    ("killed", 2, (0.5, 1.0)),  # again at the same checkpoint: base (1 s) x 0.5-1.0
+    ("killed", 3, (1.0, 2.0)),
+    ("oom:kernel", 1, (0.0, 0.0)),
+    ("preempted:memory", 5, (0.0, 0.0)),  # a step-aside never waits
+])
+def test_backoff_only_for_deaths_again_at_the_same_checkpoint(cause, stuck, delay_range):
+    options = JobOptions(max_deaths_without_progress=10, max_memory_deaths_at_same_checkpoint=10)
+    decision = decide(Death(cause), DeathCount(stuck, 0, 4, 1), options, "q", backoff_base=1.0)
+    assert decision.action == "requeue"
+    assert delay_range[0] <= decision.delay <= delay_range[1]
