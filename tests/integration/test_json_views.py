@@ -17,7 +17,7 @@ JOB_FIELDS = {"id", "name", "queue", "status", "attempt", "done", "total", "chec
               "deaths", "worker", "parked_reason", "error"}
 INSPECT_FIELDS = JOB_FIELDS | {"timeline", "checkpoints", "memory"}
 WORKER_FIELDS = {"name", "hostname", "pid", "state", "queues", "current_job", "rss", "limit", "limit_source",
-                 "level", "soft", "hard"}
+                 "level", "soft", "hard", "horse_rss", "group", "waiting_for"}
 
 
 def cli_json(url: str, *args: str) -> dict:
@@ -68,10 +68,12 @@ def test_every_state_has_the_documented_fields(client, start_worker, redis_url, 
     assert cli_json(redis_url, "inspect", running.id)["status"] == "running"
 
     status = cli_json(redis_url, "status")
-    assert {"queues", "workers", "running", "parked", "recent_deaths"} <= set(status)
+    assert {"queues", "workers", "groups", "running", "parked", "recent_deaths"} <= set(status)
     assert all({"name", "depth", "finished", "delayed"} <= set(q) for q in status["queues"])
     assert status["workers"] and all(WORKER_FIELDS <= set(w) for w in status["workers"])
     assert [job["id"] for job in status["running"]] == [running.id]
+    (runner,) = [w for w in status["workers"] if w["current_job"] == running.id]
+    assert runner["horse_rss"] > 0 and runner["waiting_for"] is None
     assert JOB_FIELDS <= set(status["running"][0])
     assert status["parked"] == 1
     assert {d["cause"] for d in status["recent_deaths"]} >= {"killed", "lost", "oom:kernel", "preempted:memory"}

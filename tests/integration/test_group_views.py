@@ -1,0 +1,76 @@
+"""Workers under one memory limit show as a group in `status --json`, `status` and `top`: its limit, usage and
+lines, its members with their jobs and horses' RSS, the jobs waiting for headroom, its step-asides."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from rq import Worker
+from test_json_views import WORKER_FIELDS, cli_json
+
+from resilient.storage import keys
+from resilient.storage.codec import MsgpackSerializer
+
+MiB = 1 << 20
+GROUP, OTHER = "0123456789abcdef", "fedcba9876543210"
+GROUP_FIELDS = {"id", "host", "limit", "usage", "soft", "hard", "level", "members", "waiting", "step_asides"}
+
+
+def _worker(redis_client, name: str, **published: str | int) -> None:
+    """A registered RQ worker and the status hash ResilientWorker._beat writes for it (alone in its limit
+    unless `group` is given)."""
+    Worker(["tests"], connection=redis_client, name=name, serializer=MsgpackSerializer).register_birth()
+    status = {"rss": 100 * MiB, "limit": 1000 * MiB, "limit_source": "cgroup v1 /x", "level": "ok", "soft": 0.7,
+              "hard": 0.85, "horse_rss": 0, "group": "", "step_asides": 0, "pressure_waits": 0,
+              "host": "h", "pid": os.getpid(), "job": "", "headroom_waits": 0, "waiting_job": "",
+              "waiting_expected": 0, **published}
+    redis_client.hset(keys.worker_status(name), mapping=status)
+
+
+@pytest.fixture
+def two_groups(client, redis_client):
+    """Two limit groups and a worker alone. In the first, `a` runs `big` (300M horse) and `b` runs `small`;
+    `c` waits for `next` (expected 250M); `d` still names `gone`, a job another worker has taken since. In
+    the second, `e` waits for `later` (nothing known of its peak)."""
+    for job_id in ("big", "small", "next", "gone", "later", "alone"):
+        client.store.create_job(job_id, "testjobs.steady", "tests", 10)
+    for job_id in ("big", "small", "gone", "alone"):
+        client.store.begin_attempt(job_id, "elsewhere", "h")
+    shared = {"group": GROUP, "limit": 600 * MiB, "step_asides": 2}
+    _worker(redis_client, "a", **shared, rss=430 * MiB, job="big", horse_rss=300 * MiB, level="soft")
+    _worker(redis_client, "b", **{**shared, "step_asides": 3}, rss=420 * MiB, job="small", horse_rss=60 * MiB)
+    _worker(redis_client, "c", **shared, rss=425 * MiB, waiting_job="next", waiting_expected=250 * MiB,
+            headroom_waits=4, hard=0.8)
+    _worker(redis_client, "d", **shared, rss=425 * MiB, waiting_job="gone")
+    _worker(redis_client, "e", group=OTHER, limit=300 * MiB, rss=50 * MiB, waiting_job="later")
+    _worker(redis_client, "solo", rss=80 * MiB, job="alone", horse_rss=40 * MiB)
+
+
+def test_status_json_shows_each_group_with_its_members_and_waiting_jobs(redis_url, two_groups):
+    """status --json lists each limit group once: its usage against L with the soft and hard lines in
+    bytes (the most cautious of its members' readings), every member with its job and horse RSS, the jobs
+    waiting for headroom that are still queued, and its step-asides; a worker alone is in no group."""
+    status = cli_json(redis_url, "status")
+    groups = {group["id"]: group for group in status["groups"]}
+    assert set(groups) == {GROUP, OTHER}
+    group = groups[GROUP]
+    assert GROUP_FIELDS <= set(group)
+    assert (group["limit"], group["usage"]) == (600 * MiB, 430 * MiB)
+    assert (group["soft"], group["hard"]) == (int(0.7 * 600 * MiB), int(0.8 * 600 * MiB))
+    assert group["level"] == "soft" and group["step_asides"] == 3
+    members = {member["worker"]: member for member in group["members"]}
+    assert set(members) == {"a", "b", "c", "d"}
+    assert (members["a"]["job"], members["a"]["horse_rss"]) == ("big", 300 * MiB)
+    assert (members["b"]["job"], members["b"]["horse_rss"]) == ("small", 60 * MiB)
+    assert members["c"]["job"] is None and members["c"]["horse_rss"] == 0
+    assert group["waiting"] == [{"job": "next", "expected": 250 * MiB, "worker": "c"}]
+    assert groups[OTHER]["waiting"] == [{"job": "later", "expected": None, "worker": "e"}]
+    assert [member["worker"] for member in groups[OTHER]["members"]] == ["e"]
+
+    workers = {worker["name"]: worker for worker in status["workers"]}
+    assert set(workers) == {"a", "b", "c", "d", "e", "solo"}
+    assert all(WORKER_FIELDS <= set(w) for w in workers.values())
+    assert workers["solo"]["group"] is None and workers["solo"]["horse_rss"] == 40 * MiB
+    assert workers["c"]["waiting_for"] == {"job": "next", "expected": 250 * MiB}
+    assert workers["a"]["waiting_for"] is None
