@@ -84,6 +84,7 @@ def _group(store: Store, gid: str, members: list[tuple[dict[str, Any], dict[str,
     """Its limit, usage and lines in bytes (each the most cautious of its members' last readings), its
     members with the job each runs and its horse's RSS, the jobs they wait for headroom for, and how many
     times the group has chosen a horse to step aside for the others."""
+    members = sorted(members, key=lambda member: member[0]["name"])
     workers = [worker for worker, _ in members]
     limit = min(w["limit"] for w in workers)
     return {

@@ -4,11 +4,15 @@ lines, its members with their jobs and horses' RSS, the jobs waiting for headroo
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
+from rich.console import Console
 from rq import Worker
 from test_json_views import WORKER_FIELDS, cli_json
 
+from resilient.ops import report, top
 from resilient.storage import keys
 from resilient.storage.codec import MsgpackSerializer
 
@@ -74,3 +78,35 @@ def test_status_json_shows_each_group_with_its_members_and_waiting_jobs(redis_ur
     assert workers["solo"]["group"] is None and workers["solo"]["horse_rss"] == 40 * MiB
     assert workers["c"]["waiting_for"] == {"job": "next", "expected": 250 * MiB}
     assert workers["a"]["waiting_for"] is None
+
+
+def test_plain_status_and_top_show_one_line_per_group_and_one_per_member(client, redis_url, two_groups):
+    """`status` and `top` print each group's usage against its limit, then its members: the job each horse
+    runs with its share of the limit, or the job a worker waits for headroom for."""
+    env = {**os.environ, "COLUMNS": "200"}
+    plain = subprocess.run([sys.executable, "-m", "resilient", "--redis-url", redis_url, "status"], env=env,
+                           capture_output=True, text=True, timeout=30, check=True).stdout
+    screen = Console(record=True, width=200)
+    screen.print(top.render(report.status(client.connection, client.store), top.Rates(), 0.0))
+    for text in (plain, screen.export_text()):
+        rows = {row[0]: " | ".join(row) for row in _rows(text, "Limit groups")}
+        assert list(rows) == ["group 01234567", "└ a", "└ b", "└ c", "└ d", "group fedcba98", "└ e"]
+        group = rows["group 01234567"]
+        assert "430.0 MiB / 600.0 MiB (72%)" in group and "soft" in group and "2 running" in group
+        assert "1 job" in group and group.endswith("| 3")
+        assert "big" in rows["└ a"] and "300.0 MiB (50%)" in rows["└ a"]
+        assert "next (~250.0 MiB)" in rows["└ c"] and "later" in rows["└ e"]
+    assert "soft 420.0 MiB, hard 480.0 MiB" in plain
+
+
+def _rows(text: str, title: str) -> list[list[str]]:
+    """The body rows of the table titled `title`, each as its stripped cells."""
+    lines = text[text.index(title):].splitlines()
+    body = lines[lines.index(next(line for line in lines if line.startswith("┡"))) + 1:]
+    rows = []
+    for line in body:
+        if line.startswith("└"):
+            break
+        if line.startswith("│"):
+            rows.append([cell.strip() for cell in line.strip("│").split("│")])
+    return rows
