@@ -441,6 +441,8 @@ class ResilientWorker(Worker):
             self.store.promote_due()
         memory_now = self.memory.status(self.horse_pid)
         metrics.memory(memory_now["rss"], memory_now["limit"], memory_now["level"])
+        if memory_now["group"]:
+            metrics.group(memory_now["group"], memory_now["rss"], memory_now["limit"], memory_now["horse_rss"])
         waiting_job, need = self._waiting_for or ("", Need(None))
         status = {**memory_now, "pressure_waits": self.pressure_waits, "host": self.host,
                   "pid": os.getpid(), "job": self._run.attempt.job_id if self._run else "",
