@@ -8,9 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import cli_json
 from rich.console import Console
 from rq import Worker
-from test_json_views import WORKER_FIELDS, cli_json
+from test_json_views import WORKER_FIELDS
 
 from resilient.ops import report, top
 from resilient.storage import keys

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import testjobs
-from conftest import ROOT, wait_until
+from conftest import cli_json, wait_until
 
 from resilient.model import Death
 from resilient.storage.store import now_ms
@@ -18,14 +13,6 @@ JOB_FIELDS = {"id", "name", "queue", "status", "attempt", "done", "total", "chec
 INSPECT_FIELDS = JOB_FIELDS | {"timeline", "checkpoints", "memory"}
 WORKER_FIELDS = {"name", "hostname", "pid", "state", "queues", "current_job", "rss", "limit", "limit_source",
                  "level", "soft", "hard", "horse_rss", "group", "waiting_for"}
-
-
-def cli_json(url: str, *args: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
-    run = subprocess.run([sys.executable, "-m", "resilient", "--redis-url", url, *args, "--json"],
-                         capture_output=True, text=True, env=env, timeout=30)
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout)
 
 
 def _died(client, job_id: str, cause: str) -> None:
