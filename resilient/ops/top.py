@@ -13,7 +13,7 @@ from rich.table import Table
 from ..api.client import Client
 from ..model import DEFAULT_THRESHOLDS
 from . import report
-from .views import group_counts, group_name, memory_text, share_text, usage_text, waits_of
+from .views import group_counts, group_name, memory_text, share_text, shared, usage_text, waits_of
 
 BAR = 20
 
@@ -76,7 +76,8 @@ def render(data: dict[str, Any], rates: Rates, now: float) -> Group:
         deaths.add_row(datetime.fromtimestamp(int(death["at"]) / 1000).strftime("%H:%M:%S"), death["cause"],
                        death["job_id"][:12])
     footer = f"parked: {data['parked']}   {datetime.now():%H:%M:%S}   (Ctrl+C quits)"
-    tables = [queues, workers, groups_table(data["groups"])] if data["groups"] else [queues, workers]
+    groups = shared(data["groups"])
+    tables = [queues, workers, groups_table(groups)] if groups else [queues, workers]
     return Group(*tables, jobs, deaths, footer)
 
 

@@ -45,6 +45,11 @@ def share_text(rss: int | None, limit: int) -> str:
     return f"{format_size(rss)} ({100 * rss / limit:.0f}%)" if rss and limit else "-"
 
 
+def shared(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The groups of more than one worker: a worker alone under its limit is all said in its own row."""
+    return [group for group in groups if len(group["members"]) > 1]
+
+
 def group_name(group: dict[str, Any]) -> str:
     return f"group {group['id'][:8]}"
 
@@ -79,8 +84,8 @@ def print_status(data: dict[str, Any]) -> None:
                         job["worker"] or "-")
     for table in (queues, workers, running):
         console.print(table)
-    if data["groups"]:
-        console.print(groups_table(data["groups"]))
+    if shared(data["groups"]):
+        console.print(groups_table(shared(data["groups"])))
     console.print(f"parked jobs: {data['parked']}" + (" (see `resilient parked`)" if data["parked"] else ""))
 
 

@@ -18,7 +18,7 @@ from resilient.storage import keys
 from resilient.storage.codec import MsgpackSerializer
 
 MiB = 1 << 20
-GROUP, OTHER = "0123456789abcdef", "fedcba9876543210"
+GROUP, OTHER, LONE = "0123456789abcdef", "fedcba9876543210", "1111111111111111"
 GROUP_FIELDS = {"id", "host", "limit", "usage", "soft", "hard", "level", "members", "waiting", "step_asides"}
 
 
@@ -35,9 +35,10 @@ def _worker(redis_client, name: str, **published: str | int) -> None:
 
 @pytest.fixture
 def two_groups(client, redis_client):
-    """Two limit groups and a worker alone. In the first, `a` runs `big` (300M horse) and `b` runs `small`;
-    `c` waits for `next` (expected 250M); `d` still names `gone`, a job another worker has taken since. In
-    the second, `e` waits for `later` (nothing known of its peak)."""
+    """Two limit groups, a worker alone in a cgroup of its own (`g`) and one with no cgroup (`solo`). In the
+    first group `a` runs `big` (300M horse) and `b` runs `small`; `c` waits for `next` (expected 250M); `d`
+    still names `gone`, a job another worker has taken since. In the second, `e` waits for `later`
+    (nothing known of its peak) next to `f`."""
     for job_id in ("big", "small", "next", "gone", "later", "alone"):
         client.store.create_job(job_id, "testjobs.steady", "tests", 10)
     for job_id in ("big", "small", "gone", "alone"):
@@ -49,6 +50,8 @@ def two_groups(client, redis_client):
             headroom_waits=4, hard=0.8)
     _worker(redis_client, "d", **shared, rss=425 * MiB, waiting_job="gone")
     _worker(redis_client, "e", group=OTHER, limit=300 * MiB, rss=50 * MiB, waiting_job="later")
+    _worker(redis_client, "f", group=OTHER, limit=300 * MiB, rss=50 * MiB)
+    _worker(redis_client, "g", group=LONE, limit=300 * MiB, rss=50 * MiB, job="alone", horse_rss=20 * MiB)
     _worker(redis_client, "solo", rss=80 * MiB, job="alone", horse_rss=40 * MiB)
 
 
@@ -58,7 +61,7 @@ def test_status_json_shows_each_group_with_its_members_and_waiting_jobs(redis_ur
     waiting for headroom that are still queued, and its step-asides; a worker alone is in no group."""
     status = cli_json(redis_url, "status")
     groups = {group["id"]: group for group in status["groups"]}
-    assert set(groups) == {GROUP, OTHER}
+    assert set(groups) == {GROUP, OTHER, LONE}
     group = groups[GROUP]
     assert GROUP_FIELDS <= set(group)
     assert (group["limit"], group["usage"]) == (600 * MiB, 430 * MiB)
@@ -71,10 +74,11 @@ def test_status_json_shows_each_group_with_its_members_and_waiting_jobs(redis_ur
     assert members["c"]["job"] is None and members["c"]["horse_rss"] == 0
     assert group["waiting"] == [{"job": "next", "expected": 250 * MiB, "worker": "c"}]
     assert groups[OTHER]["waiting"] == [{"job": "later", "expected": None, "worker": "e"}]
-    assert [member["worker"] for member in groups[OTHER]["members"]] == ["e"]
+    assert [member["worker"] for member in groups[OTHER]["members"]] == ["e", "f"]
+    assert [(m["worker"], m["job"]) for m in groups[LONE]["members"]] == [("g", "alone")]
 
     workers = {worker["name"]: worker for worker in status["workers"]}
-    assert set(workers) == {"a", "b", "c", "d", "e", "solo"}
+    assert set(workers) == {"a", "b", "c", "d", "e", "f", "g", "solo"}
     assert all(WORKER_FIELDS <= set(w) for w in workers.values())
     assert workers["solo"]["group"] is None and workers["solo"]["horse_rss"] == 40 * MiB
     assert workers["c"]["waiting_for"] == {"job": "next", "expected": 250 * MiB}
@@ -82,8 +86,9 @@ def test_status_json_shows_each_group_with_its_members_and_waiting_jobs(redis_ur
 
 
 def test_plain_status_and_top_show_one_line_per_group_and_one_per_member(client, redis_url, two_groups):
-    """`status` and `top` print each group's usage against its limit, then its members: the job each horse
-    runs with its share of the limit, or the job a worker waits for headroom for."""
+    """`status` and `top` print each shared group's usage against its limit, then its members: the job
+    each horse runs with its share of the limit, or the job a worker waits for headroom for. A worker
+    alone under its limit has only its row under Workers."""
     env = {**os.environ, "COLUMNS": "200"}
     plain = subprocess.run([sys.executable, "-m", "resilient", "--redis-url", redis_url, "status"], env=env,
                            capture_output=True, text=True, timeout=30, check=True).stdout
@@ -91,7 +96,7 @@ def test_plain_status_and_top_show_one_line_per_group_and_one_per_member(client,
     screen.print(top.render(report.status(client.connection, client.store), top.Rates(), 0.0))
     for text in (plain, screen.export_text()):
         rows = {row[0]: " | ".join(row) for row in _rows(text, "Limit groups")}
-        assert list(rows) == ["group 01234567", "└ a", "└ b", "└ c", "└ d", "group fedcba98", "└ e"]
+        assert list(rows) == ["group 01234567", "└ a", "└ b", "└ c", "└ d", "group fedcba98", "└ e", "└ f"]
         group = rows["group 01234567"]
         assert "430.0 MiB / 600.0 MiB (72%)" in group and "soft" in group and "2 running" in group
         assert "1 job" in group and group.endswith("| 3")
