@@ -82,10 +82,9 @@ def print_status(data: dict[str, Any]) -> None:
         running.add_row(job["id"], job["name"], str(job["attempt"]), _progress(job),
                         f"seq {job['checkpoint_seq']}" + (f", {age:.0f} s ago" if age is not None else ""),
                         job["worker"] or "-")
-    for table in (queues, workers, running):
+    groups = shared(data["groups"])
+    for table in (queues, workers, groups_table(groups), running) if groups else (queues, workers, running):
         console.print(table)
-    if shared(data["groups"]):
-        console.print(groups_table(shared(data["groups"])))
     console.print(f"parked jobs: {data['parked']}" + (" (see `resilient parked`)" if data["parked"] else ""))
 
 
