@@ -32,6 +32,7 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
         yield client
 
 
+import json  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -41,6 +42,15 @@ from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli_json(url: str, *args: str) -> Any:
+    """What `resilient ARGS --json` prints, decoded (the command must succeed)."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    run = subprocess.run([sys.executable, "-m", "resilient", "--redis-url", url, *args, "--json"],
+                         capture_output=True, text=True, env=env, timeout=30)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

@@ -15,17 +15,21 @@ from typing import Any
 
 import redis
 
-from ..model import PREEMPTIONS, Level
+from ..model import MEMORY_CAUSES, PREEMPTIONS, Level
 
 _enabled = False
 _m: dict[str, Any] = {}
 _gauges: dict[str, float] = {}  # the parent's memory gauges, by metric name
+_group_gauges: dict[str, tuple[str, float]] = {}  # the same for its limit group: name -> (group id, value)
 _files_lock = threading.Lock()  # a scrape never sees a horse's file half folded into the archive
 GAUGE_HELP = {
     "resilient_worker_rss_bytes": "Memory counted against the limit (RSS of the worker's group)",
     "resilient_memory_limit_bytes": "The worker's memory limit L",
     "resilient_pressure_level": "0 ok, 1 soft, 2 hard, 3 critical",
     "resilient_checkpoint_age_seconds": "Seconds since the running job's last checkpoint",
+    "resilient_group_usage_bytes": "Memory counted against the limit the worker's group shares",
+    "resilient_group_limit_bytes": "The limit L the worker's group shares",
+    "resilient_group_horse_rss_bytes": "RSS of the worker's horse: its share of the group's usage",
 }
 
 
@@ -38,6 +42,8 @@ def enable(port: int, connection: redis.Redis) -> None:
 
     _m.update(
         deaths=Counter("resilient_job_deaths_total", "Attempts that ended in a death, by cause", ["cause"]),
+        memory_deaths=Counter("resilient_memory_deaths_total", "Memory deaths, by whose doing: the job's "
+                              "neighbours under a shared limit, or the job itself", ["blame"]),
         preemptions=Counter("resilient_preemptions_total", "Attempts that stepped aside, by reason", ["reason"]),
         redone=Counter("resilient_work_redone_items_total", "Items done again after a death"),
         save=Histogram("resilient_checkpoint_save_seconds", "Time to persist a checkpoint",
@@ -51,10 +57,13 @@ def enable(port: int, connection: redis.Redis) -> None:
     _enabled = True
 
 
-def death(cause: str, redone_items: int = 0) -> None:
+def death(cause: str, redone_items: int = 0, for_neighbours: bool = False) -> None:
+    """Count a judged death; a memory death also by blame (`for_neighbours`: see deaths.blame)."""
     if not _enabled:
         return
     _m["deaths"].labels(cause).inc()
+    if cause in MEMORY_CAUSES:
+        _m["memory_deaths"].labels("neighbours" if for_neighbours else "self").inc()
     if cause in PREEMPTIONS:
         _m["preemptions"].labels(cause.split(":", 1)[1]).inc()
     if redone_items > 0:
@@ -65,6 +74,13 @@ def memory(rss: int, limit: int, level: str) -> None:
     if _enabled:
         _gauges.update(resilient_worker_rss_bytes=rss, resilient_memory_limit_bytes=limit,
                        resilient_pressure_level=Level(level).rank)
+
+
+def group(gid: str, usage: int, limit: int, horse_rss: int) -> None:
+    """The limit group's usage and limit, and this worker's horse's share, labelled by the group's id."""
+    if _enabled:
+        _group_gauges.update(resilient_group_usage_bytes=(gid, usage), resilient_group_limit_bytes=(gid, limit),
+                             resilient_group_horse_rss_bytes=(gid, horse_rss))
 
 
 def checkpoint_age(seconds: float) -> None:
@@ -115,13 +131,17 @@ class FilesCollector:
 
 
 class GaugeCollector:
-    """The parent's memory gauges, as last set by `memory()`."""
+    """The parent's memory gauges, as last set by `memory()` and `group()`."""
 
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
         for name, value in _gauges.items():
             yield GaugeMetricFamily(name, GAUGE_HELP[name], value=value)
+        for name, (gid, value) in _group_gauges.items():
+            family = GaugeMetricFamily(name, GAUGE_HELP[name], labels=["group"])
+            family.add_metric([gid], value)
+            yield family
 
 
 class RqCollector:

@@ -11,7 +11,7 @@ from rq.registry import StartedJobRegistry
 from rq.worker import Worker
 
 from ..config import Settings
-from ..model import Death
+from ..model import Death, JobStatus, Level
 from ..runtime.deaths import describe
 from ..runtime.memory_history import series
 from ..storage import keys
@@ -22,21 +22,24 @@ DEFAULTS = Settings()  # for records written before a field existed
 
 
 def status(connection: redis.Redis, store: Store) -> dict[str, Any]:
-    """Queues (depth), workers (state, current job) and running jobs (progress, attempt)."""
+    """Queues (depth), workers (state, current job, memory), limit groups and running jobs (progress,
+    attempt)."""
     queues = Queue.all(connection=connection, serializer=MsgpackSerializer)
     running = []
     for queue in queues:
         for job_id in StartedJobRegistry(queue.name, connection=connection).get_job_ids():
             running.append(job_summary(store, job_id))
-    workers = [
-        {"name": w.name, "hostname": w.hostname, "pid": w.pid, "state": str(w.get_state()),
-         "queues": w.queue_names(), "current_job": w.get_current_job_id(), **worker_memory(connection, w.name)}
-        for w in Worker.all(connection=connection, serializer=MsgpackSerializer)
-    ]
+    workers, published = [], []
+    for w in Worker.all(connection=connection, serializer=MsgpackSerializer):
+        published.append(_published(connection, w.name))
+        workers.append({"name": w.name, "hostname": w.hostname, "pid": w.pid, "state": str(w.get_state()),
+                        "queues": w.queue_names(), "current_job": w.get_current_job_id(),
+                        **worker_memory(published[-1])})
     return {
         "queues": [{"name": q.name, "depth": q.count, "finished": q.finished_job_registry.count,
                     "delayed": _delayed(connection, q.name)} for q in queues],
         "workers": workers,
+        "groups": limit_groups(store, list(zip(workers, published))),
         "running": [job for job in running if job],
         "parked": len(store.parked()),
         "recent_deaths": store.recent_deaths(10),
@@ -49,15 +52,61 @@ def _delayed(connection: redis.Redis, queue: str) -> int:
     return sum(connection.hget(keys.job(i), "queue") == queue.encode() for i in ids)
 
 
-def worker_memory(connection: redis.Redis, name: str) -> dict[str, Any]:
-    """What the worker last published: usage (RSS of its group) against its limit L, and the level."""
+def _published(connection: redis.Redis, name: str) -> dict[str, str]:
+    """The status hash the worker writes at each of its beats (empty once it has expired)."""
     status = cast(dict[bytes, bytes], connection.hgetall(keys.worker_status(name)))
-    raw = {k.decode(): v.decode() for k, v in status.items()}
+    return {k.decode(): v.decode() for k, v in status.items()}
+
+
+def worker_memory(raw: dict[str, str]) -> dict[str, Any]:
+    """What the worker last published: usage (RSS of its group) against its limit L, and the level; its
+    horse's RSS; under a shared limit, its limit group and the job it waits for headroom for."""
     if not raw:
-        return {"rss": None, "limit": None, "limit_source": None, "level": None, "soft": None, "hard": None}
+        return {"rss": None, "limit": None, "limit_source": None, "level": None, "soft": None, "hard": None,
+                "group": None, "horse_rss": None, "waiting_for": None}
+    waiting = {"job": raw.get("waiting_job", ""), "expected": int(raw.get("waiting_expected", 0)) or None}
     return {"rss": int(raw["rss"]), "limit": int(raw["limit"]), "limit_source": raw["limit_source"],
             "level": raw["level"], "soft": float(raw.get("soft", DEFAULTS.soft)),
-            "hard": float(raw.get("hard", DEFAULTS.hard))}
+            "hard": float(raw.get("hard", DEFAULTS.hard)), "group": raw.get("group") or None,
+            "horse_rss": int(raw.get("horse_rss", 0)), "waiting_for": waiting if waiting["job"] else None}
+
+
+def limit_groups(store: Store, workers: list[tuple[dict[str, Any], dict[str, str]]]) -> list[dict[str, Any]]:
+    """The workers that share a memory limit (each with what it published), one entry per group."""
+    by_group: dict[str, list[tuple[dict[str, Any], dict[str, str]]]] = {}
+    for worker, raw in workers:
+        if worker["group"]:
+            by_group.setdefault(worker["group"], []).append((worker, raw))
+    return [_group(store, gid, members) for gid, members in sorted(by_group.items())]
+
+
+def _group(store: Store, gid: str, members: list[tuple[dict[str, Any], dict[str, str]]]) -> dict[str, Any]:
+    """Its limit, usage and lines in bytes (each the most cautious of its members' last readings), its
+    members with the job each runs and its horse's RSS, the jobs they wait for headroom for, and how many
+    times the group has chosen a horse to step aside for the others."""
+    members = sorted(members, key=lambda member: member[0]["name"])
+    workers = [worker for worker, _ in members]
+    limit = min(w["limit"] for w in workers)
+    return {
+        "id": gid,
+        "host": workers[0]["hostname"],
+        "limit": limit,
+        "usage": max(w["rss"] for w in workers),
+        "soft": int(min(w["soft"] for w in workers) * limit),
+        "hard": int(min(w["hard"] for w in workers) * limit),
+        "level": max((Level(w["level"]) for w in workers), key=lambda level: level.rank),
+        "members": [{"worker": w["name"], "pid": w["pid"], "state": w["state"], "job": raw.get("job") or None,
+                     "horse_rss": w["horse_rss"]} for w, raw in members],
+        "waiting": [{**w["waiting_for"], "worker": w["name"]} for w in workers
+                    if w["waiting_for"] and _still_queued(store, w["waiting_for"]["job"])],
+        "step_asides": max(int(raw.get("step_asides", 0)) for _, raw in members),
+    }
+
+
+def _still_queued(store: Store, job_id: str) -> bool:
+    """A worker goes on naming the job it last handed back until it takes another: once another worker
+    has taken that job, this one waits for nothing."""
+    return store.job_fields(job_id).get("status") == JobStatus.QUEUED
 
 
 def job_summary(store: Store, job_id: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from rich.table import Table
 from ..api.client import Client
 from ..model import DEFAULT_THRESHOLDS
 from . import report
-from .views import memory_text
+from .views import group_counts, group_name, memory_text, share_text, shared, usage_text, waits_of
 
 BAR = 20
 
@@ -76,7 +76,30 @@ def render(data: dict[str, Any], rates: Rates, now: float) -> Group:
         deaths.add_row(datetime.fromtimestamp(int(death["at"]) / 1000).strftime("%H:%M:%S"), death["cause"],
                        death["job_id"][:12])
     footer = f"parked: {data['parked']}   {datetime.now():%H:%M:%S}   (Ctrl+C quits)"
-    return Group(queues, workers, jobs, deaths, footer)
+    groups = shared(data["groups"])
+    tables = [queues, workers, groups_table(groups)] if groups else [queues, workers]
+    return Group(*tables, jobs, deaths, footer)
+
+
+def groups_table(groups: list[dict[str, Any]]) -> Table:
+    """One line per limit group (its usage against the shared limit), then one per member: its horse's
+    share of that limit on the same scale, and the job it runs or waits for headroom for."""
+    table = Table("group / worker", "memory vs shared limit (| soft, hard)", "level", "job", "waits for",
+                  "step-asides", title="Limit groups", title_justify="left")
+    for group in groups:
+        limit, usage = group["limit"], group["usage"]
+        lines = group["soft"] / limit, group["hard"] / limit
+        waits = waits_of(group)
+        running, waiting = group_counts(group)
+        table.add_row(group_name(group), f"{memory_bar(usage, limit, *lines)} {usage_text(usage, limit)}",
+                      group["level"], running, waiting, str(group["step_asides"]))
+        for member in group["members"]:
+            rss = member["horse_rss"]
+            share = f"{memory_bar(rss, limit, *lines)} {share_text(rss, limit)}" if rss else "-"
+            table.add_row(f"└ {member['worker'][:10]}", share, "", (member["job"] or "-")[:12],
+                          waits.get(member["worker"], "-"), "")
+        table.add_section()
+    return table
 
 
 def run_top(client: Client, interval: float = 1.0, count: int | None = None) -> None:

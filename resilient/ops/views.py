@@ -25,10 +25,46 @@ def _progress(job: dict[str, Any]) -> str:
 
 
 def memory_text(worker: dict[str, Any]) -> str:
-    if not worker.get("limit"):
+    return usage_text(worker.get("rss"), worker.get("limit"))
+
+
+def usage_text(rss: int | None, limit: int | None) -> str:
+    if not limit or rss is None:
         return "-"
-    return (f"{format_size(worker['rss'])} / {format_size(worker['limit'])} "
-            f"({100 * worker['rss'] / worker['limit']:.0f}%)")
+    return f"{format_size(rss)} / {format_size(limit)} ({100 * rss / limit:.0f}%)"
+
+
+def group_memory_text(group: dict[str, Any]) -> str:
+    """The group's usage against its limit, with its soft and hard lines."""
+    return (f"{usage_text(group['usage'], group['limit'])}, soft {format_size(group['soft'])}, "
+            f"hard {format_size(group['hard'])}")
+
+
+def share_text(rss: int | None, limit: int) -> str:
+    """A horse's RSS and the part of the group's limit it is."""
+    return f"{format_size(rss)} ({100 * rss / limit:.0f}%)" if rss and limit else "-"
+
+
+def shared(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The groups of more than one worker: a worker alone under its limit is all said in its own row."""
+    return [group for group in groups if len(group["members"]) > 1]
+
+
+def group_name(group: dict[str, Any]) -> str:
+    return f"group {group['id'][:8]}"
+
+
+def group_counts(group: dict[str, Any]) -> tuple[str, str]:
+    """How many of its members run a job, and how many wait for headroom."""
+    running = sum(1 for member in group["members"] if member["job"])
+    waiting = len(group["waiting"])
+    return f"{running} running", f"{waiting} job{'s' if waiting != 1 else ''}" if waiting else "-"
+
+
+def waits_of(group: dict[str, Any]) -> dict[str, str]:
+    """What each member waits for headroom for, by worker name: the job and its expected peak."""
+    return {w["worker"]: w["job"] + (f" (~{format_size(w['expected'])})" if w["expected"] else "")
+            for w in group["waiting"]}
 
 
 def print_status(data: dict[str, Any]) -> None:
@@ -46,9 +82,27 @@ def print_status(data: dict[str, Any]) -> None:
         running.add_row(job["id"], job["name"], str(job["attempt"]), _progress(job),
                         f"seq {job['checkpoint_seq']}" + (f", {age:.0f} s ago" if age is not None else ""),
                         job["worker"] or "-")
-    for table in (queues, workers, running):
+    groups = shared(data["groups"])
+    for table in (queues, workers, groups_table(groups), running) if groups else (queues, workers, running):
         console.print(table)
     console.print(f"parked jobs: {data['parked']}" + (" (see `resilient parked`)" if data["parked"] else ""))
+
+
+def groups_table(groups: list[dict[str, Any]]) -> Table:
+    """One line per limit group, then one per member: the job its horse runs and that horse's RSS, or the
+    job it waits for headroom for."""
+    table = Table("group / worker", "host", "pid", "job", "memory (RSS / limit)", "level", "waiting for headroom",
+                  "step-asides", title="Limit groups (workers under one memory limit)")
+    for group in groups:
+        waits = waits_of(group)
+        running, waiting = group_counts(group)
+        table.add_row(group_name(group), group["host"], "-", running, group_memory_text(group), group["level"],
+                      waiting, str(group["step_asides"]))
+        for member in group["members"]:
+            table.add_row(f" └ {member['worker']}", "", str(member["pid"]), member["job"] or "-",
+                          share_text(member["horse_rss"], group["limit"]), "", waits.get(member["worker"], "-"), "")
+        table.add_section()
+    return table
 
 
 def print_inspect(data: dict[str, Any], plot: bool = False) -> None:

@@ -124,7 +124,7 @@ class AttemptRun:
         evidence.update(deaths.blame(cause, evidence, int(hard * self.memory.limit.bytes)))
         death = Death(cause, evidence)
         log.warning("job %s attempt %d: %s", attempt.job_id, attempt.attempt, deaths.describe(death))
-        metrics.death(cause, evidence["done"] - evidence["checkpoint_done"])
+        metrics.death(cause, evidence["done"] - evidence["checkpoint_done"], death.for_neighbours)
         if cause == Cause.STALE:
             return death, None
         try:

@@ -213,6 +213,11 @@ class LimitGroup:
         with self._state(write=False) as state:
             return list(self._seats(state["members"]).values())
 
+    def preemptions(self) -> int:
+        """How many times the group has chosen a horse to step aside for the others (for status views)."""
+        with self._state(write=False) as state:
+            return int(state.get("preemptions", 0))
+
     # --- the horse ----------------------------------------------------------------------------
     def horse_started(self, worker_pid: int, horse_pid: int) -> None:
         now = time.time()

@@ -119,11 +119,20 @@ class MemoryWatcher:
             evidence["kernel_log"] = kernel_oom_line(job_pid) or "no OOM line for this pid (or log unreadable)"
         return evidence
 
-    def status(self) -> dict[str, Any]:
-        """For `resilient status`: usage against L and the level."""
+    def status(self, horse_pid: int = 0) -> dict[str, Any]:
+        """For `resilient status`: usage against L and the level; the horse's RSS (its share of the usage);
+        under a shared limit, the group's id and how often it chose a horse to step aside ("" and 0 alone)."""
         level = self.level()
+        horse_rss = 0
+        if horse_pid:
+            try:
+                horse_rss = read_rss(f"/proc/{horse_pid}/statm")
+            except (OSError, ValueError, IndexError):  # the horse has just ended
+                pass
+        group = self.group
         return {"rss": self._watch.usage, "limit": self.limit.bytes, "limit_source": self.limit.source,
-                "level": level, "soft": self.settings.soft, "hard": self.settings.hard}
+                "level": level, "soft": self.settings.soft, "hard": self.settings.hard, "horse_rss": horse_rss,
+                "group": group.gid if group else "", "step_asides": group.preemptions() if group else 0}
 
     def admit(self, job_id: str, need: Need) -> bool:
         """Take a seat in the limit group if the job fits its headroom (always, for a worker alone)."""

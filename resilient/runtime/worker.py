@@ -450,10 +450,15 @@ class ResilientWorker(Worker):
         self._our_beat_at = now
         if pipeline is None:
             self.store.promote_due()
-        memory_now = self.memory.status()
+        memory_now = self.memory.status(self.horse_pid)
         metrics.memory(memory_now["rss"], memory_now["limit"], memory_now["level"])
+        if memory_now["group"]:
+            metrics.group(memory_now["group"], memory_now["rss"], memory_now["limit"], memory_now["horse_rss"])
+        waiting_job, need = self._waiting_for or ("", Need(None))
         status = {**memory_now, "pressure_waits": self.pressure_waits, "host": self.host,
-                  "pid": os.getpid(), "job": self._run.attempt.job_id if self._run else ""}
+                  "pid": os.getpid(), "job": self._run.attempt.job_id if self._run else "",
+                  "headroom_waits": self.headroom_waits, "waiting_job": waiting_job,
+                  "waiting_expected": need.expected or 0}
         connection = pipeline if pipeline is not None else self.connection
         # hset's Mapping[FieldT, ...] is invariant in its key type: a dict[str, Any] needs the cast
         connection.hset(keys.worker_status(self.name), mapping=cast(dict[FieldT, EncodableT], status))

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import testjobs
-from conftest import ROOT, wait_until
+from conftest import cli_json, wait_until
 
 from resilient.model import Death
 from resilient.storage.store import now_ms
@@ -17,15 +12,7 @@ JOB_FIELDS = {"id", "name", "queue", "status", "attempt", "done", "total", "chec
               "deaths", "worker", "parked_reason", "error"}
 INSPECT_FIELDS = JOB_FIELDS | {"timeline", "checkpoints", "memory"}
 WORKER_FIELDS = {"name", "hostname", "pid", "state", "queues", "current_job", "rss", "limit", "limit_source",
-                 "level", "soft", "hard"}
-
-
-def cli_json(url: str, *args: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
-    run = subprocess.run([sys.executable, "-m", "resilient", "--redis-url", url, *args, "--json"],
-                         capture_output=True, text=True, env=env, timeout=30)
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout)
+                 "level", "soft", "hard", "horse_rss", "group", "waiting_for"}
 
 
 def _died(client, job_id: str, cause: str) -> None:
@@ -68,10 +55,12 @@ def test_every_state_has_the_documented_fields(client, start_worker, redis_url, 
     assert cli_json(redis_url, "inspect", running.id)["status"] == "running"
 
     status = cli_json(redis_url, "status")
-    assert {"queues", "workers", "running", "parked", "recent_deaths"} <= set(status)
+    assert {"queues", "workers", "groups", "running", "parked", "recent_deaths"} <= set(status)
     assert all({"name", "depth", "finished", "delayed"} <= set(q) for q in status["queues"])
     assert status["workers"] and all(WORKER_FIELDS <= set(w) for w in status["workers"])
     assert [job["id"] for job in status["running"]] == [running.id]
+    (runner,) = [w for w in status["workers"] if w["current_job"] == running.id]
+    assert runner["horse_rss"] > 0 and runner["waiting_for"] is None
     assert JOB_FIELDS <= set(status["running"][0])
     assert status["parked"] == 1
     assert {d["cause"] for d in status["recent_deaths"]} >= {"killed", "lost", "oom:kernel", "preempted:memory"}

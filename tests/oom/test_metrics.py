@@ -28,7 +28,8 @@ def _scrape(port: int) -> str:
 
 @pytest.mark.oom
 def test_kill_and_preemption_are_counted(client, start_worker, redis_url):
-    """After one horse kill and one memory preemption the counters read 1 each, labelled by cause."""
+    """After one horse kill and one memory preemption the counters read 1 each, labelled by cause; the
+    preemption of a worker alone under its limit counts as a memory death the job caused itself."""
     cgroups_or_skip()
     port = _free_port()
     start_worker("--memory-limit", "300M", "--metrics-port", str(port))
@@ -44,6 +45,8 @@ def test_kill_and_preemption_are_counted(client, start_worker, redis_url):
     assert 'resilient_job_deaths_total{cause="killed"} 1.0' in text
     assert 'resilient_job_deaths_total{cause="preempted:memory"} 1.0' in text
     assert 'resilient_preemptions_total{reason="memory"} 1.0' in text
+    assert 'resilient_memory_deaths_total{blame="self"} 1.0' in text, "alone, a memory death is its own doing"
+    assert 'blame="neighbours"' not in text
     assert "resilient_checkpoint_save_seconds_count" in text
     assert 'rq_jobs{queue="tests",status="finished"} 2.0' in text
     assert "resilient_memory_limit_bytes" in text

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import pytest
 import testjobs
 from cgroup_support import MiB, cgroups_or_skip
-from conftest import wait_until
+from conftest import cli_json, wait_until
 from rq import Worker
+from test_metrics import _free_port, _scrape
 
 from resilient import JobParked
 from resilient.memory.cgroup import Cgroup, create_child, oom_kill_count, remove
@@ -140,3 +141,53 @@ def test_pressure_in_one_group_never_touches_another(client, start_worker, share
     assert [e["cause"] for e in leaky.events() if e["type"] == "died"], "the leaky job never stepped aside"
     assert not [e for e in steady.events() if e["type"] == "died"]
     assert oom_kill_count(crowded) == oom_kill_count(calm) == 0
+
+
+def test_status_and_metrics_show_the_group_its_waiting_job_and_step_asides(client, start_worker, shared_cgroup,
+                                                                           redis_url):
+    """Two workers under one 1000M limit: a job holding 150M runs while another grows to ~630M and is told
+    to step aside for it. `status --json` then shows one group with both workers, the small job's horse
+    holding its 150M, the other job waiting for headroom with its expected peak, and the step-aside; each
+    worker's metrics count the memory death as its neighbours' doing and give the group's gauges."""
+    group = shared_cgroup(1000)
+    ports = [_free_port() for _ in range(2)]
+    for port in ports:
+        start_worker("--metrics-port", str(port), cgroup=group.path)
+    wait_until(lambda: len(Worker.all(connection=client.connection)) == 2, what="2 workers registered")
+    small = testjobs.steady.enqueue_call((300, 150), client=client)
+    wait_until(lambda: small.status == "running", what="the small job running")
+    greedy = testjobs.growing.enqueue_call((28, 25), client=client)
+
+    def waiting() -> dict | None:
+        groups = cli_json(redis_url, "status")["groups"]
+        return groups[0] if groups and groups[0]["waiting"] else None
+
+    shown = wait_until(waiting, timeout=60, what="the greedy job waiting for headroom")
+    assert (shown["limit"], shown["hard"]) == (1000 * MiB, int(0.85 * 1000 * MiB))
+    assert shown["usage"] > 150 * MiB and shown["step_asides"] >= 1
+    members = {member["job"]: member for member in shown["members"]}
+    assert set(members) == {small.id, None}
+    assert members[small.id]["horse_rss"] >= 150 * MiB
+    (wait,) = shown["waiting"]
+    assert wait["job"] == greedy.id and wait["expected"] > 400 * MiB
+    assert wait["worker"] == members[None]["worker"]
+
+    assert greedy.result(timeout=120) == sum(range(28)) and small.result(timeout=120) == 300
+    steps = [e for e in greedy.events() if e["type"] == "died"]
+    assert steps and all(e["evidence"]["for_neighbours"] for e in steps)
+    texts = [wait_until(lambda port=port: _scrape(port), what="the metrics endpoint") for port in ports]
+    counted = sum(_value(text, 'resilient_memory_deaths_total{blame="neighbours"}') for text in texts)
+    assert counted == len(steps)
+    assert not any('blame="self"' in text for text in texts)
+    labels = f'{{group="{shown["id"]}"}}'
+    assert all(_value(text, f"resilient_group_limit_bytes{labels}") == 1000 * MiB for text in texts)
+    assert all(f"resilient_group_usage_bytes{labels}" in text for text in texts)
+    assert all(f"resilient_group_horse_rss_bytes{labels}" in text for text in texts)
+
+
+def _value(text: str, sample: str) -> float:
+    """The value of one sample in a Prometheus text page (0 when it is not there)."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
