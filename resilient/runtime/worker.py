@@ -225,6 +225,7 @@ class ResilientWorker(Worker):
             time.sleep(PRESSURE_POLL)
             if self.memory.fits(need) or self.memory.group_members() != members:
                 break
+        self._waiting_for = None  # waiting no more: the job may be taken by anyone, this worker included
 
     def _not_startable(self, job: ResilientJob, queue: Queue, verdict: str, attempt: Attempt | str) -> None:
         if verdict == "EXHAUSTED" and isinstance(attempt, Attempt):
