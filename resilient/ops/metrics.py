@@ -172,3 +172,15 @@ class RqCollector:
                                   ("scheduled", queue.scheduled_job_registry.count)):
                 jobs.add_metric([queue.name, status], count)
         yield jobs
+        yield from self._redis_memory()
+
+    def _redis_memory(self) -> Any:
+        """What Redis holds against its maxmemory (0: none set): alert well before the high-water mark."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        from ..storage.redis_settings import memory_use
+
+        use = memory_use(self.connection)
+        yield GaugeMetricFamily("resilient_redis_used_memory_bytes", "Redis INFO used_memory", value=use.used)
+        yield GaugeMetricFamily("resilient_redis_maxmemory_bytes", "Redis maxmemory (0: no limit)",
+                                value=use.maxmemory)

@@ -14,7 +14,7 @@ from ..config import Settings
 from ..model import Death, JobStatus, Level
 from ..runtime.deaths import describe
 from ..runtime.memory_history import series
-from ..storage import keys
+from ..storage import keys, redis_settings
 from ..storage.codec import MsgpackSerializer
 from ..storage.store import Store
 
@@ -41,9 +41,21 @@ def status(connection: redis.Redis, store: Store) -> dict[str, Any]:
         "workers": workers,
         "groups": limit_groups(store, list(zip(workers, published))),
         "running": [job for job in running if job],
-        "parked": len(store.parked()),
+        "parked": store.parked_count(),
         "recent_deaths": store.recent_deaths(10),
+        "redis": redis_footprint(connection, store),
     }
+
+
+def redis_footprint(connection: redis.Redis, store: Store, sample: int = 20) -> dict[str, Any]:
+    """What Redis holds against its maxmemory, and what the retained jobs' own keys take: their number, and
+    their bytes estimated from a sample of `sample` jobs (MEMORY USAGE), two round trips whatever the count."""
+    use = redis_settings.memory_use(connection)
+    retained, sampled = store.retained_jobs(sample)
+    per_job = sum(sampled) / len(sampled) if sampled else 0.0
+    return {"used_memory": use.used, "maxmemory": use.maxmemory, "maxmemory_policy": use.policy,
+            "retained_jobs": retained, "retained_bytes": int(per_job * retained),
+            "keep": store.keep, "keep_failed": store.keep_failed}
 
 
 def _delayed(connection: redis.Redis, queue: str) -> int:

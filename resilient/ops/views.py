@@ -86,6 +86,19 @@ def print_status(data: dict[str, Any]) -> None:
     for table in (queues, workers, groups_table(groups), running) if groups else (queues, workers, running):
         console.print(table)
     console.print(f"parked jobs: {data['parked']}" + (" (see `resilient parked`)" if data["parked"] else ""))
+    console.print(redis_text(data["redis"]))
+
+
+def redis_text(redis: dict[str, Any]) -> str:
+    """Redis: 12.3 MiB used of 1.00 GiB maxmemory (noeviction); 1234 jobs retained, ~1.1 MiB of keys (...)."""
+    limit = f"of {format_size(redis['maxmemory'])} maxmemory" if redis["maxmemory"] else "(no maxmemory)"
+    return (f"Redis: {format_size(redis['used_memory'])} used {limit} ({redis['maxmemory_policy']}); "
+            f"{redis['retained_jobs']} jobs retained, ~{format_size(redis['retained_bytes'])} of their keys "
+            f"(kept {_days(redis['keep'])} completed, {_days(redis['keep_failed'])} failed or parked)")
+
+
+def _days(seconds: int) -> str:
+    return f"{seconds / 86400:g} d" if seconds >= 86400 else f"{seconds} s"
 
 
 def groups_table(groups: list[dict[str, Any]]) -> Table:

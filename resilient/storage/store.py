@@ -313,6 +313,24 @@ class Store:
         return [{_text(k): _text(v) for k, v in fields.items()}
                 for _, fields in cast(StreamEntries, self.r.xrevrange(keys.DEATHS, count=count))]
 
+    def parked_count(self) -> int:
+        return int(self.r.zcard(keys.PARKED))
+
+    def retained_jobs(self, sample: int) -> tuple[int, list[int]]:
+        """How many jobs the index holds, and the bytes of our keys for up to `sample` of them at random."""
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.JOBS)
+            pipe.zrandmember(keys.JOBS, sample)
+            count, picked = pipe.execute()
+        with self.r.pipeline(transaction=False) as pipe:
+            for job_id in (_text(member) for member in picked or []):
+                for key in (keys.job(job_id), keys.events(job_id), keys.checkpoint(job_id),
+                            keys.checkpoint_history(job_id)):
+                    pipe.memory_usage(key, samples=0)
+            sizes = pipe.execute()
+        per_job = [sum(int(size or 0) for size in sizes[i:i + 4]) for i in range(0, len(sizes), 4)]
+        return int(count), per_job
+
     def parked(self) -> list[tuple[str, int]]:
         parked = cast(list[tuple[bytes, float]], self.r.zrange(keys.PARKED, 0, -1, withscores=True))
         return [(_text(m), int(s)) for m, s in parked]

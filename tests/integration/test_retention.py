@@ -3,9 +3,13 @@ indexes are trimmed, and a finished job costs little while it is kept."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import testjobs
-from conftest import wait_until
+from conftest import ROOT, cli_json, wait_until
 
 from resilient import JobFailed, JobParked
 from resilient.config import Settings
@@ -88,3 +92,20 @@ def test_the_timeline_keeps_its_newest_events_and_reports_a_corrupt_one(client, 
     assert timeline[0]["evidence"]["at"] > 0
     redis_client.rpush(keys.events("t"), b"\xc1not msgpack")
     assert store.events("t")[-1] == {"type": "corrupt", "error": store.events("t")[-1]["error"]}
+
+
+def test_status_shows_what_redis_holds_and_what_is_retained(client, redis_url):
+    store = Store(client.connection, Settings())
+    for n in range(30):
+        store.create_job(f"kept-{n}", "tests.fn", "tests", 10)
+        _, attempt = store.begin_attempt(f"kept-{n}", "w", "h")
+        store.complete(attempt, encode(n))
+    footprint = cli_json(redis_url, "status")["redis"]
+    assert footprint["used_memory"] > 0 and footprint["maxmemory_policy"] == "noeviction"
+    assert footprint["retained_jobs"] == 30
+    assert 30 * 300 < footprint["retained_bytes"] < 30 * 2048
+    assert footprint["keep"] == 7 * 86400 and footprint["keep_failed"] == 30 * 86400
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    plain = subprocess.run([sys.executable, "-m", "resilient", "--redis-url", redis_url, "status"],
+                           capture_output=True, text=True, env=env, timeout=30).stdout
+    assert "30 jobs retained" in plain and "kept 7 d completed, 30 d failed or parked" in plain

@@ -50,6 +50,8 @@ def test_kill_and_preemption_are_counted(client, start_worker, redis_url):
     assert "resilient_checkpoint_save_seconds_count" in text
     assert 'rq_jobs{queue="tests",status="finished"} 2.0' in text
     assert "resilient_memory_limit_bytes" in text
+    used = next(line for line in text.splitlines() if line.startswith("resilient_redis_used_memory_bytes "))
+    assert float(used.split()[1]) > 1 << 20 and "resilient_redis_maxmemory_bytes 0.0" in text
 
 
 def test_metrics_files_stay_few_and_totals_count_every_job(client, start_worker, tmp_path, monkeypatch):
