@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..config import parse_duration, parse_size
 from ..errors import ConfigError, UnknownJob
@@ -46,6 +46,14 @@ class JobSpec:
         from .client import default_client
 
         return (client or default_client()).enqueue(self, args, kwargs or {}, job_id=job_id)
+
+    def enqueue_many(self, calls: Iterable[tuple[Any, ...] | dict[str, Any]], *,
+                     client: "Client | None" = None) -> list["JobHandle"]:
+        """Queue one run per call (a tuple of positional arguments, or a dict of keyword arguments), in one
+        round trip: `fn.enqueue_many([(1,), (2,)])`."""
+        from .client import default_client
+
+        return (client or default_client()).enqueue_many(self, calls)
 
     def __repr__(self) -> str:
         return f"<resilient.job {self.name} queue={self.options.queue!r}>"

@@ -6,7 +6,6 @@ import time
 from typing import Any, cast
 
 import redis
-from redis.typing import EncodableT, FieldT
 
 from ..config import Settings
 from ..errors import CorruptCheckpoint, StaleAttempt
@@ -17,6 +16,7 @@ from .scripts import (
     BEGIN,
     CLAIM,
     DEATH,
+    ENQUEUE,
     FINISH,
     PROMOTE,
     REFUSE,
@@ -49,6 +49,7 @@ class Store:
         self.checkpoint_history = settings.checkpoint_history
         self.event_history = settings.event_history
         self.keep, self.keep_failed = settings.keep, settings.keep_failed
+        self._enqueue = connection.register_script(ENQUEUE)
         self._begin = connection.register_script(BEGIN)
         self._save = connection.register_script(SAVE)
         self._set_fields = connection.register_script(SET_FIELDS)
@@ -65,13 +66,15 @@ class Store:
 
     # --- enqueue side -------------------------------------------------------------------------
     def create_job(self, job_id: str, name: str, queue: str, max_attempts: int, max_stuck: int = 3,
-                   pipeline: Any = None, call: dict[str, Any] | None = None, max_mem_stuck: int = 2,
-                   on_oom_queue: str | None = None, keep: int | None = None) -> None:
-        """`call` ({args, kwargs, timeout}) is kept so that RQ's record can be rebuilt once it expired; the
-        retry rules are kept so that a reaper judges a lost attempt by the job's own rules."""
+                   call: bytes | None = None, max_mem_stuck: int = 2, on_oom_queue: str | None = None,
+                   keep: int | None = None, rq_fields: dict[str, Any] | None = None, pipeline: Any = None) -> bool:
+        """Our record of a new job and, with `rq_fields` (RQ's record as RQ's enqueue would save it), RQ's
+        record and its queue entry, in one step (Lua ENQUEUE); False when the id is already used. `call`
+        (msgpack {args, kwargs, timeout}) is kept so that RQ's record can be rebuilt once it expired; the retry
+        rules are kept so that a reaper judges a lost attempt by the job's own rules. With `pipeline`, the
+        step is queued there and its reply (1, or 0 for a used id) comes with the pipeline's."""
         at = now_ms()
-        pipe = pipeline if pipeline is not None else self.r.pipeline()
-        fields: dict[FieldT, EncodableT] = {
+        fields: dict[str, Any] = {
             "name": name, "queue": queue, "status": JobStatus.QUEUED.value, "epoch": 0, "attempt": 0, "seq": 0,
             "max_attempts": max_attempts, "max_stuck": max_stuck, "max_mem_stuck": max_mem_stuck,
             "enqueued_at": at, "deaths": 0}
@@ -80,12 +83,12 @@ class Store:
         if keep:
             fields["keep"] = keep
         if call is not None:
-            fields["call"] = encode(call)
-        pipe.hset(keys.job(job_id), mapping=fields)
-        pipe.zadd(keys.JOBS, {job_id: at})
-        pipe.rpush(keys.events(job_id), encode({"type": "enqueued", "at": str(at), "queue": queue}))
-        if pipeline is None:
-            pipe.execute()
+            fields["call"] = call
+        event = encode({"type": "enqueued", "at": str(at), "queue": queue})
+        args: list[Any] = [job_id, at, event, len(fields), *_flat(fields), *_flat(rq_fields or {})]
+        reply = self._enqueue(keys=[keys.job(job_id), keys.events(job_id), keys.rq_job(job_id), keys.rq_queue(queue)],
+                              args=args, client=pipeline if pipeline is not None else self.r)
+        return pipeline is not None or bool(reply)
 
     # --- attempt lifecycle --------------------------------------------------------------------
     def begin_attempt(self, job_id: str, worker: str, host: str, **facts: Any) -> tuple[str, Attempt | str]:
@@ -341,6 +344,10 @@ class Store:
         except CorruptCheckpoint as exc:
             return {"corrupt": str(exc)}
         return value if isinstance(value, dict) else {"corrupt": f"expected a map, found {type(value).__name__}"}
+
+
+def _flat(fields: dict[str, Any]) -> list[Any]:
+    return [item for pair in fields.items() for item in pair]
 
 
 def _fenced(reply: Any, attempt: Attempt) -> Any:

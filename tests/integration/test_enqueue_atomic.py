@@ -8,8 +8,11 @@ import signal
 import subprocess
 import sys
 
+import pytest
+import testjobs
 from conftest import ROOT, wait_until
 
+from resilient.errors import CheckpointError, ConfigError
 from resilient.storage import keys
 
 ENQUEUER = """
@@ -47,3 +50,16 @@ def test_a_client_killed_mid_enqueue_leaves_nothing_or_a_runnable_job(redis_url,
     start_worker("--burst")
     for job_id in created[:: max(1, len(created) // 20)]:
         assert client.handle(job_id).result(timeout=60) == sum(range(int(job_id.split("-")[1]) % 5))
+
+
+def test_enqueue_many_queues_every_call_or_none(client, start_worker, redis_url, redis_client):
+    """fn.enqueue_many takes tuples of arguments or dicts of keyword arguments; one bad call is named before
+    anything is written."""
+    handles = testjobs.quiet_sum.enqueue_many([(3, 0.0), {"n": 4, "delay": 0.0}, (5,)], client=client)
+    with pytest.raises(CheckpointError, match="args"):
+        testjobs.quiet_sum.enqueue_many([(1,), (object(),)], client=client)
+    with pytest.raises(ConfigError, match="a tuple of arguments or a dict"):
+        testjobs.quiet_sum.enqueue_many([3], client=client)
+    assert redis_client.llen(keys.rq_queue("tests")) == 3
+    start_worker("--burst")
+    assert [h.result(timeout=30) for h in handles] == [3, 6, 10]

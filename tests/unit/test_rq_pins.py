@@ -48,3 +48,15 @@ def test_an_idle_worker_raises_stop_requested_from_the_signal_handler(redis_clie
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+def test_what_an_enqueue_sets_before_saving(redis_client):
+    """Queue._prepare_for_queue sets the fields RQ's own enqueue saves (status, origin, enqueued_at): our
+    one-step enqueue (Lua ENQUEUE) saves RQ's record from to_dict() after calling it."""
+    from rq.queue import Queue
+
+    queue = Queue("pins", connection=redis_client)
+    job = queue.create_job("os.getpid")
+    queue._prepare_for_queue(job)
+    fields = job.to_dict()
+    assert fields["status"] == "queued" and fields["origin"] == "pins" and fields["enqueued_at"]
