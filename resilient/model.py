@@ -150,6 +150,7 @@ class Attempt:
     epoch: int
     attempt: int
     last_death: dict[str, Any] | None
+    resumes_from: Checkpoint | None = None  # the checkpoint as it was when the attempt began
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from ..errors import CorruptCheckpoint, StaleAttempt
 from ..model import Attempt, Cause, Death, Decision
 from ..ops import metrics
 from ..storage.codec import encode_state
+from ..storage.connection import REDIS_AWAY, reason_for
 from ..storage.store import Store, now_ms
 from . import deaths
 from .memory_history import MemoryHistory
@@ -57,8 +58,8 @@ class AttemptRun:
     def run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Call the job with a Context resumed from its checkpoint; store the result (fenced)."""
         attempt = self.attempt
-        checkpoint = self.store.start_in_horse(attempt, os.getpid())
-        self.ctx = Context(attempt, self.store, self.spec.options, checkpoint, self.settings.max_checkpoint_bytes,
+        self.ctx = Context(attempt, self.store, self.spec.options, attempt.resumes_from,
+                           self.settings.max_checkpoint_bytes,
                            governor=self.memory.governor, on_persist=self.memory.checkpointed)
         if self.stop_pending:
             self.ctx.request_stop(self.stop_pending)
@@ -86,6 +87,16 @@ class AttemptRun:
             self.store.fail(self.attempt, "".join(traceback.format_exception_only(type(exc), exc)).strip())
 
     # --- in the parent, while the horse runs ----------------------------------------------------
+    def record_horse(self, pid: int) -> None:
+        """Note the horse's pid (for status and people) while the horse starts: nothing waits for it, and
+        nothing depends on it, so a failure is only logged."""
+        try:
+            self.store.set_fields(self.attempt, horse_pid=pid)
+        except StaleAttempt:  # superseded already: the horse finds out at its first write
+            pass
+        except REDIS_AWAY as exc:
+            log.warning("job %s: cannot record its horse's pid: %s", self.attempt.job_id, reason_for(exc))
+
     def renew(self) -> float:
         """Renew the lease; the seconds since the attempt's last checkpoint (StaleAttempt if superseded)."""
         checkpointed_at = self.store.renew_lease(self.attempt)

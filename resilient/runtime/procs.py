@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -56,7 +57,7 @@ def end_leftovers(horse_pid: int, keep: set[int]) -> None:
 def end_orphans(keep: set[int]) -> None:
     """SIGKILL and reap every child of ours not in `keep`: what a subreaper adopted."""
     deadline = time.monotonic() + LEFTOVER_PATIENCE
-    while strays := [child.pid for child in psutil.Process().children() if child.pid not in keep]:
+    while strays := [pid for pid in own_children() if pid not in keep]:
         # killing one may orphan its own children to us: the loop takes them on the next pass
         for pid in strays:
             with contextlib.suppress(ProcessLookupError):
@@ -67,6 +68,17 @@ def end_orphans(keep: set[int]) -> None:
             log.warning("processes left by the job would not exit: %s", strays)
             return
         time.sleep(0.005)
+
+
+def own_children() -> list[int]:
+    """The pids of this process's children: from /proc/self/task/*/children (~0.04 ms here; an orphan
+    adopted by a subreaper may hang under any of its threads), else psutil, which reads every process on the
+    machine (~4 ms with 100 of them: once per job, that was a tenth of a trivial job's cycle)."""
+    try:
+        return [int(pid) for task in os.listdir("/proc/self/task")
+                for pid in Path(f"/proc/self/task/{task}/children").read_text().split()]
+    except FileNotFoundError:  # a thread that just ended, or a kernel without CONFIG_PROC_CHILDREN
+        return [child.pid for child in psutil.Process().children()]
 
 
 @functools.cache

@@ -261,6 +261,8 @@ class ResilientWorker(Worker):
             super().fork_work_horse(job, queue)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        if self._run is not None:
+            self._run.record_horse(self.horse_pid)
         if self.stopping:  # asked to stop before the horse existed: tell it now
             self._ask_horse_to_step_aside()
 

@@ -94,7 +94,10 @@ for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('ZADD', KEYS[3], server_ms() + tonumber(ARGV[5]), ARGV[6])
 add_event(KEYS[2], ARGV[4], 'type', 'started', 'at', ARGV[3], 'attempt', attempt, 'epoch', epoch,
   'worker', ARGV[1], 'host', ARGV[2])
-return {'OK', epoch, attempt, redis.call('HGET', KEYS[1], 'last_death') or false}
+-- and what the attempt resumes from, so that the horse starts with no round trip of its own
+local checkpoint = redis.call('HMGET', KEYS[4], 'seq', 'data', 'saved_at')
+return {'OK', epoch, attempt, redis.call('HGET', KEYS[1], 'last_death') or false, checkpoint[1] or false,
+  checkpoint[2] or false, checkpoint[3] or false}
 """
 
 SAVE = _FENCE + _SERVER_MS + """

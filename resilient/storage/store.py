@@ -97,32 +97,19 @@ class Store:
         args: list[Any] = [worker, host, now_ms(), self.event_history, self.lease_ms, job_id]
         for name, value in facts.items():
             args += [name, value]
-        reply = self._begin(keys=[keys.job(job_id), keys.events(job_id), keys.LEASES], args=args)
+        reply = self._begin(keys=[keys.job(job_id), keys.events(job_id), keys.LEASES, keys.checkpoint(job_id)],
+                            args=args)
         verdict = _text(reply[0])
         if verdict == "MISSING":
             return verdict, ""
         if verdict == "DONE":
             return verdict, _text(reply[1])
         last_death = self._decode_record(reply[3], job_id) if len(reply) > 3 and reply[3] else None
-        return verdict, Attempt(job_id, int(reply[1]), int(reply[2]), last_death)
+        checkpoint = _checkpoint(reply[4:7]) if len(reply) > 6 else None
+        return verdict, Attempt(job_id, int(reply[1]), int(reply[2]), last_death, checkpoint)
 
     def load_checkpoint(self, job_id: str) -> Checkpoint | None:
         return _checkpoint(self.r.hmget(keys.checkpoint(job_id), "seq", "data", "saved_at"))
-
-    def start_in_horse(self, attempt: Attempt, pid: int) -> Checkpoint | None:
-        """One round trip as a run starts: record the horse's pid (fenced) and fetch the checkpoint to
-        resume from."""
-        try:
-            with self.r.pipeline(transaction=False) as pipe:
-                self._set_fields(keys=[keys.job(attempt.job_id)], args=[attempt.epoch, "horse_pid", pid],
-                                 client=pipe)
-                pipe.hmget(keys.checkpoint(attempt.job_id), "seq", "data", "saved_at")
-                written, checkpoint = pipe.execute()
-        except redis.exceptions.NoScriptError:  # the server restarted between loading and running the script
-            self.set_fields(attempt, horse_pid=pid)
-            return self.load_checkpoint(attempt.job_id)
-        _fenced(written, attempt)
-        return _checkpoint(checkpoint)
 
     def save_checkpoint(self, attempt: Attempt, data: bytes, done: int | None = None,
                         total: int | None = None) -> int:
