@@ -66,6 +66,8 @@ class Governor:
         self._lock = threading.Lock()  # sample() and relieve() run on the thread and from ctx.save() alike
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._every: tuple[float, Callable[[], None]] | None = None  # a side task run on the same thread
+        self._every_due = 0.0
 
     @property
     def level(self) -> Level:
@@ -143,6 +145,10 @@ class Governor:
             trim(0)
         return True
 
+    def every(self, seconds: float, task: Callable[[], None]) -> None:
+        """Also run `task` every `seconds` on the sampling thread (one thread per horse, not two)."""
+        self._every, self._every_due = (seconds, task), self._clock() + seconds
+
     def start(self) -> None:
         """Start sampling in a daemon thread (no-op when already running)."""
         if self._thread is not None and self._thread.is_alive():
@@ -168,6 +174,17 @@ class Governor:
         delay, seen = self.interval, Level.OK
         while not self._stopping.wait(delay):
             delay, seen = self._step(seen)
+            self._run_side_task()
+
+    def _run_side_task(self) -> None:
+        if self._every is None or self._clock() < self._every_due:
+            return
+        seconds, task = self._every
+        self._every_due = self._clock() + seconds
+        try:
+            task()
+        except Exception:
+            log.exception("memory governor: its side task failed; carrying on")
 
     def _step(self, seen: Level) -> tuple[float, Level]:
         """One sample and the relief a rise calls for; returns the next delay and the level. Never raises."""

@@ -1,9 +1,8 @@
-"""RSS over time, per attempt: the horse samples about once a second into a capped stream in Redis."""
+"""RSS over time, per attempt: the horse writes a sample about once a second into a capped stream in Redis."""
 
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from ..model import Attempt
@@ -15,26 +14,21 @@ CAP = 3600  # samples kept per attempt: an hour at one a second
 
 
 class MemoryHistory:
-    """A daemon thread in the horse writing the governor's latest usage every INTERVAL seconds."""
+    """Writes the governor's latest usage every INTERVAL seconds, from the governor's own thread."""
 
     def __init__(self, store: Store, attempt: Attempt, governor: Any) -> None:
         self.store, self.attempt, self.governor = store, attempt, governor
-        self._stop = threading.Event()
 
     def start(self) -> "MemoryHistory":
-        threading.Thread(target=self._run, name="memory-history", daemon=True).start()
+        # the first sample after a second: a job that ends sooner costs no write
+        self.governor.every(INTERVAL, self._write)
         return self
 
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        # the first sample after a second: a job that ends sooner costs no write (nor a connection)
-        while not self._stop.wait(INTERVAL):
-            try:
-                self.store.add_memory_sample(self.attempt, self.governor.usage, str(self.governor.level), CAP)
-            except Exception as exc:  # history is for people; never let it disturb the job
-                log.debug("memory history: %s", exc)
+    def _write(self) -> None:
+        try:
+            self.store.add_memory_sample(self.attempt, self.governor.usage, str(self.governor.level), CAP)
+        except Exception as exc:  # history is for people; never let it disturb the job
+            log.debug("memory history: %s", exc)
 
 
 def series(store: Store, job_id: str, attempts: int) -> list[dict[str, Any]]:
