@@ -52,7 +52,7 @@ class Run:
 
 def run(env: Env) -> Result:
     items, mb, reps = (20, 20, 1) if env.quick else (100, 20, 3)
-    unavailable = _cgroups_unavailable()
+    unavailable = cgroups_unavailable()
     if unavailable:
         skipped = Row("6. leaky job under a real 300 MB cgroup", f"skipped: {unavailable}", "skipped")
         return Result(rows=[skipped], raw={"skipped": unavailable})
@@ -186,7 +186,7 @@ def _rq_cgroup() -> cgroups.Cgroup:
     return group
 
 
-def _cgroups_unavailable() -> str:
+def cgroups_unavailable() -> str:
     try:
         probe = cgroups.create_child(64 << 20, f"bench-probe-{os.getpid()}")
     except CgroupUnavailable as exc:

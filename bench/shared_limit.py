@@ -28,7 +28,6 @@ from rq import Queue, Retry, Worker
 from rq.job import Job
 
 from resilient import Client
-from resilient.errors import CgroupUnavailable
 from resilient.memory import cgroup as cgroups
 from resilient.model import FINAL_STATUSES, Cause
 
@@ -45,6 +44,7 @@ from .harness import (
     stop_all,
     wait_until,
 )
+from .memory import cgroups_unavailable
 from .report import Result, Row, ms, ratio
 
 TITLE = "8. several workers, one limit"
@@ -85,7 +85,7 @@ class Run:
 
 def run(env: Env) -> Result:
     batches = 2 if env.quick else 8
-    unavailable = _cgroups_unavailable()
+    unavailable = cgroups_unavailable()
     if unavailable:
         return Result(rows=[Row(TITLE, f"not run: {unavailable}", "not run")], raw={"skipped": unavailable})
     out = {kind: _once(env, kind, batches) for kind in KINDS}
@@ -232,12 +232,3 @@ def _peak_mib(group: cgroups.Cgroup) -> float | None:
         return int((group.path / name).read_text()) / (1 << 20)
     except (OSError, ValueError):
         return None
-
-
-def _cgroups_unavailable() -> str:
-    try:
-        probe = cgroups.create_child(64 << 20, f"bench-probe-{os.getpid()}")
-    except CgroupUnavailable as exc:
-        return str(exc)
-    cgroups.remove(probe)
-    return ""
