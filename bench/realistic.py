@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from rq import Queue
+from rq.job import Job
 
 from resilient import Client
 from resilient.model import FINAL_STATUSES
@@ -51,28 +52,36 @@ def run(env: Env) -> Result:
     res = median([r["items_per_s"] for r in runs["resilient"]])
     rq = median([r["items_per_s"] for r in runs["rq"]])
     overhead = (rq / res - 1) * 100  # extra time per item, in % of rq's
+    cpu_res = median([r["horse_cpu_s"] for r in runs["resilient"]])
+    cpu_rq = median([r["horse_cpu_s"] for r in runs["rq"]])
+    cpu_overhead = (cpu_res / cpu_rq - 1) * 100
     checkpoints = median([r["checkpoints"] for r in runs["resilient"]])
     e2e_res = median([r["enqueue_to_end_s"] for r in runs["resilient"]])
     e2e_rq = median([r["enqueue_to_end_s"] for r in runs["rq"]])
     every = resilient_jobs.ITEMS_CHECKPOINT_EVERY
-    result = Result(raw={"items": n, "item_s": ITEM_S, "item_body": "busy loop until time.thread_time has advanced item_s",
-                         "repeats": reps, "checkpoint_every_s": every,
+    result = Result(raw={"items": n, "item_s": ITEM_S, "repeats": reps, "checkpoint_every_s": every,
+                         "item_body": "busy loop until time.thread_time has advanced by item_s",
                          "worker_commands": {k: w.command for k, w in workers.items()}, "runs": runs})
     result.rows += [
         Row(f"10. realistic job, {n:,} items × 1 ms CPU busy loop, default workers (items/s, job start → end)",
             f"{res:.0f} (ctx.iterate, checkpoint_every {every:g} s: {checkpoints:.0f} checkpoints)",
             f"{rq:.0f} (no checkpoints)", ratio(res, rq)),
         Row("10. realistic job: resilient's overhead (time per item, vs rq)", f"{overhead:+.1f} %", "", ""),
+        Row("10. realistic job: the horse's CPU, fork → return (median; every thread)",
+            f"{ms(cpu_res)} ({cpu_overhead:+.1f} %)", ms(cpu_rq), ratio(cpu_res, cpu_rq)),
         Row("10. realistic job: enqueue → job ended (median)", ms(e2e_res), ms(e2e_rq), ratio(e2e_res, e2e_rq)),
     ]
     met = overhead <= AIM
     result.aims.append(Aim("10. realistic job", f"overhead ≤ {AIM:g} % vs the same body on rq without checkpoints",
-                           f"{overhead:+.1f} %", met, "" if met else "see raw figures"))
+                           f"{overhead:+.1f} % (the horse's CPU: {cpu_overhead:+.1f} %)", met,
+                           "" if met else "see raw figures"))
     result.notes.append(
         f"10: one worker each, default flags, not --burst: `{workers['resilient'].command}`; "
         f"`{workers['rq'].command}`; {reps} jobs each, alternating. An item is a busy loop until the job's "
         "thread has used 1 ms of CPU (time.thread_time), so time taken from the job shows; overhead = rq's "
-        "items/s ÷ resilient's − 1.")
+        "items/s ÷ resilient's − 1. The horse's CPU (time.process_time() as the body returns: since the fork, "
+        "its threads included; resilient's governor runs there) does not count time lost to other processes "
+        "on the machine, so it is the steadier figure when the machine is busy.")
     return result
 
 
@@ -100,9 +109,13 @@ def _run_once(env: Env, client: Client, kind: str, n: int, worker: Proc) -> dict
     if status not in (b"finished", b"completed") or not started or not finished:
         raise BenchError(f"the {kind} job ended {status!r}; see {worker.log_path}")
     took = _parse(finished) - _parse(started)
-    checkpoints = len(client.store.checkpoint_history_entries(job_id)) if kind == "resilient" else 0
+    if kind == "resilient":
+        horse_cpu = float(client.handle(job_id).result(timeout=5))
+        checkpoints = len(client.store.checkpoint_history_entries(job_id))
+    else:
+        horse_cpu, checkpoints = float(Job.fetch(job_id, connection=env.redis).return_value()), 0
     return {"job_id": job_id, "started_to_ended_s": took, "items_per_s": n / took,
-            "enqueue_to_end_s": enqueue_to_end, "checkpoints": checkpoints}
+            "enqueue_to_end_s": enqueue_to_end, "checkpoints": checkpoints, "horse_cpu_s": horse_cpu}
 
 
 def _parse(stamp: bytes) -> float:
