@@ -49,9 +49,12 @@ class Env:
 class Proc:
     """A subprocess of ours: output to a log file, stopped by its pid only (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, env: Env, name: str, argv: list[str], start_in: Path | None = None) -> None:
-        """`start_in`: a memory cgroup directory the process enters before it execs (as a container's would)."""
+    def __init__(self, env: Env, name: str, argv: list[str], start_in: Path | None = None,
+                 command: str = "") -> None:
+        """`start_in`: a memory cgroup directory the process enters before it execs (as a container's would);
+        `command`: the command line as a user would type it, for the report (default: argv)."""
         self.name = name
+        self.command = command or " ".join(argv)
         self.log_path = env.workdir / f"{name}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
         self.started = time.monotonic()
@@ -98,8 +101,8 @@ class Proc:
 def resilient_worker(env: Env, queue: str, *flags: str, burst: bool = True, name: str = "resilient",
                      start_in: Path | None = None) -> Proc:
     """`resilient worker bench.resilient_jobs -q QUEUE FLAGS`; `start_in`: a memory cgroup it starts in."""
-    argv = [sys.executable, "-m", "resilient", "worker", "bench.resilient_jobs", "-q", queue, *flags]
-    return Proc(env, name, argv + (["--burst"] if burst else []), start_in)
+    args = ["worker", "bench.resilient_jobs", "-q", queue, *flags, *(["--burst"] if burst else [])]
+    return Proc(env, name, [sys.executable, "-m", "resilient", *args], start_in, " ".join(["resilient", *args]))
 
 
 def rq_worker(env: Env, queue: str, *flags: str, burst: bool = True, cgroup: Path | None = None,
@@ -111,8 +114,9 @@ def rq_worker(env: Env, queue: str, *flags: str, burst: bool = True, cgroup: Pat
     argv = [sys.executable, "-m", "bench.rq_worker"]
     if cgroup is not None:
         argv += ["--cgroup", str(cgroup)]
-    argv += ["--", "--url", env.url, *flags, *(["--burst"] if burst else []), queue]
-    return Proc(env, name, argv, start_in)
+    args = [*flags, *(["--burst"] if burst else []), queue]
+    argv += ["--", "--url", env.url, *args]
+    return Proc(env, name, argv, start_in, " ".join(["rq", "worker", *args]))
 
 
 def resilient_supervisor(env: Env, *flags: str) -> Proc:

@@ -4,8 +4,8 @@ Each body is a plain function whose first argument is a context. resilient runs 
 @resilient.job wrappers made once in bench/resilient_jobs.py (msgpack arguments, a real Context).
 This module does not import resilient: rq's forking worker imports the job module afresh in every
 horse, so importing resilient here would charge rq ~25 ms per job that a real rq job module does
-not pay. Plain rq runs the bodies with rq's default serializer (pickle): `noop` directly, the others
-through `on_rq`, where `RqContext` stands in for ctx. It
+not pay. Plain rq runs the bodies with rq's default serializer (pickle): `noop` directly, `items` through
+`items_on_rq` (no checkpoints at all), the others through `on_rq`, where `RqContext` stands in for ctx. It
 keeps progress in `job.meta`, as an rq user would, and has no checkpoint to resume from unless
 asked to read one back from `job.meta` (the hand-written resume some rq users try).
 
@@ -29,6 +29,19 @@ MiB = 1 << 20
 def noop(ctx: Any) -> None:
     """Scenario 1: a trivial job."""
     return None
+
+
+def items(ctx: Any, n: int, item_s: float) -> float:
+    """Scenario 10, a realistic job: `n` items through ctx.iterate, each a busy loop until this thread has used
+    `item_s` seconds of CPU (time.thread_time). Not a sleep: the item holds the core, as real work does. And
+    not a loop until a wall-clock deadline, which would hide the time the worker's own threads or processes
+    take from the job: here an item ends only once the job itself has had its `item_s` of CPU.
+    Returns the CPU seconds its process (the horse, every thread) has used since it was forked."""
+    for _ in ctx.iterate(range(n)):
+        end = time.thread_time() + item_s
+        while time.thread_time() < end:
+            pass
+    return time.process_time()
 
 
 def count(ctx: Any, url: str, key: str, n: int, delay: float) -> int:
@@ -95,6 +108,18 @@ def on_rq(body: str, *args: Any, resume_from_meta: bool = False) -> Any:
     job = get_current_job()
     assert job is not None, "on_rq runs inside an rq job"
     return BODIES[body](RqContext(job, resume_from_meta), *args)
+
+
+def items_on_rq(n: int, item_s: float) -> float:
+    """The rq entry point for `items`, with no checkpoints at all: what the job costs without resilient."""
+    return items(NoCheckpoints(), n, item_s)
+
+
+class NoCheckpoints:
+    """A ctx whose iterate() hands the items over as they are: no progress kept anywhere."""
+
+    def iterate(self, values: Iterable[Any]) -> Iterator[Any]:
+        return iter(values)
 
 
 class RqContext:

@@ -18,6 +18,7 @@ from rq import Queue, Retry
 from rq.job import Job
 
 from resilient import Client
+from resilient.model import FINAL_STATUSES
 
 from . import jobs, resilient_jobs
 from .harness import (
@@ -65,17 +66,23 @@ class Started:
 
 
 # --- scenario 4 ---------------------------------------------------------------------------------
+HORSE_KILL_AIM = 0.1  # seconds from the SIGKILL to the job's next item, p50, default worker
+
+
 def run_horse_kill(env: Env) -> Result:
+    """Both systems with the workers users run: default flags, not --burst (a burst worker skips the
+    backoff before a retry, so it would measure a configuration nobody deploys)."""
     n, kill_at, reps = (80, 60, 1) if env.quick else (200, 100, 5)
     outcomes: dict[str, list[Outcome]] = {"resilient": [], "rq_retry": []}
+    commands: dict[str, str] = {}
     for _ in range(reps):
         for kind in outcomes:
-            outcomes[kind].append(_horse_kill_once(env, kind, n, kill_at))
-    no_retry = _horse_kill_once(env, "rq_plain", n, kill_at)
+            outcomes[kind].append(_horse_kill_once(env, kind, n, kill_at, commands))
+    no_retry = _horse_kill_once(env, "rq_plain", n, kill_at, commands)
     kernel_log_ms = _kernel_log_read_ms()
     result = Result(raw={"items": n, "kill_after_item": kill_at, "item_s": DELAY, "repeats": reps,
                          "checkpoint_every_s": resilient_jobs.COUNT_CHECKPOINT_EVERY,
-                         "kernel_log_read_ms": kernel_log_ms,
+                         "worker_commands": commands, "kernel_log_read_ms": kernel_log_ms,
                          "outcomes": {k: [o.as_dict() for o in v] for k, v in outcomes.items()},
                          "rq_without_retry": no_retry.as_dict()})
     res, rq = outcomes["resilient"], outcomes["rq_retry"]
@@ -83,19 +90,24 @@ def run_horse_kill(env: Env) -> Result:
     res_back, rq_back = _median_back(res), _median_back(rq)
     no_retry_status = no_retry.finished.split(" (")[0]
     result.rows += [
-        Row(f"4. horse SIGKILL after item {kill_at} of {n}: kill → running again (median, max)",
+        Row(f"4. horse SIGKILL after item {kill_at} of {n}, default workers: kill → next item (median, max)",
             _spread(res), f"{_spread(rq)} with Retry(max=2); without Retry: {no_retry_status}",
             ratio(res_back, rq_back)),
         Row("4. horse SIGKILL: items redone (median)",
             f"{median([o.redone for o in res]):.0f} (checkpoint_every {every:g} s)",
             f"{median([o.redone for o in rq]):.0f}: restarted from item 0", ""),
     ]
+    met = res_back <= HORSE_KILL_AIM
+    result.aims.append(Aim("4. horse kill", f"kill → the job's next item p50 ≤ {ms(HORSE_KILL_AIM)} with the "
+                           "default worker", ms(res_back), met, "" if met else "see raw figures"))
     difference_ms = (res_back - rq_back) * 1000
     result.notes.append(
-        f"4: job outcomes: resilient {_finished(res)}; rq with Retry(max=2) {_finished(rq)}; rq without "
-        f"Retry: {no_retry.finished}. After a SIGKILL resilient's parent looks for the kernel's OOM line for "
-        f"the dead horse (dmesg: {kernel_log_ms:.1f} ms here, of the {difference_ms:.0f} ms difference) and "
-        "records the death with its evidence before it requeues the job.")
+        f"4: workers as users run them, default flags, not --burst: `{commands['resilient']}`; "
+        f"`{commands['rq_retry']}` (rq's defaults; the job enqueued with Retry(max=2), no interval), and the "
+        f"same without Retry. Job outcomes: resilient {_finished(res)}; rq with Retry(max=2) {_finished(rq)}; "
+        f"rq without Retry: {no_retry.finished}. After a SIGKILL resilient's parent looks for the kernel's OOM "
+        f"line for the dead horse (dmesg: {kernel_log_ms:.1f} ms here, of the {difference_ms:.0f} ms "
+        "difference) and records the death with its evidence before it requeues the job.")
     return result
 
 
@@ -110,17 +122,23 @@ def _kernel_log_read_ms() -> float:
     return median(samples)
 
 
-def _horse_kill_once(env: Env, kind: str, n: int, kill_at: int) -> Outcome:
+def _horse_kill_once(env: Env, kind: str, n: int, kill_at: int, commands: dict[str, str]) -> Outcome:
+    """One kill with a default (non-burst) worker; returns once the job has ended, then stops the worker."""
     env.fresh()
     job = _enqueue(env, kind, n)
-    worker = (resilient_worker(env, resilient_jobs.COUNT_QUEUE) if kind == "resilient"
-              else rq_worker(env, job.queue))
+    worker = (resilient_worker(env, resilient_jobs.COUNT_QUEUE, burst=False) if kind == "resilient"
+              else rq_worker(env, job.queue, burst=False))
+    commands[kind] = worker.command
     try:
         wait_until(lambda: _last_item(env, job.key) >= kill_at, 30, f"{kind} job to reach item {kill_at}")
         horse = entries(env, job.key)[0].pid
         os.kill(horse, signal.SIGKILL)
         killed_at = time.time()
-        worker.wait(timeout=30 + 3 * n * DELAY)
+        client = Client.from_url(env.url)
+        wait_until(lambda: _ended(env, client, job) or not worker.alive(), 30 + 3 * n * DELAY,
+                   f"the {kind} job to end", poll=0.02)
+        if not worker.alive():
+            raise BenchError(f"{worker.name} exited; see {worker.log_path}")
     finally:
         worker.stop()
     return _outcome(env, job, killed_at)
@@ -253,6 +271,13 @@ def _final_state(env: Env, job: Started) -> str:
         reason = (rq_job.exc_info or "").strip().splitlines()
         return f"failed ({reason[-1][:80] if reason else 'no reason recorded'})"
     return str(status.value if hasattr(status, "value") else status)
+
+
+def _ended(env: Env, client: Client, job: Started) -> bool:
+    """The job is over, one way or another (and will not be retried)."""
+    if job.kind == "resilient":
+        return client.store.job_fields(job.job_id).get("status") in FINAL_STATUSES
+    return env.redis.hget(f"rq:job:{job.job_id}", "status") in (b"finished", b"failed")
 
 
 def _last_item(env: Env, key: str) -> int:

@@ -1,8 +1,10 @@
-"""Scenario 1: trivial jobs drained by one burst worker; enqueue rate as a side figure."""
+"""Scenario 1: trivial jobs drained by one burst worker, then by two on one queue; enqueue rate as a side
+figure."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -12,7 +14,7 @@ from typing import Any
 from rq import Queue
 
 from . import jobs, resilient_jobs
-from .harness import Env, median, resilient_worker, rq_worker
+from .harness import Env, Proc, median, resilient_worker, rq_worker, stop_all
 from .report import Aim, Result, Row, ratio
 
 RQ_QUEUE = "rq-noop"
@@ -21,39 +23,46 @@ AIM = 0.9
 
 def run(env: Env) -> Result:
     n, reps = (50, 1) if env.quick else (2000, 3)
-    kinds = ("resilient", "rq", "rq_simple")
+    kinds = ("resilient", "rq", "rq_simple", "resilient_x2", "rq_x2")
     drain: dict[str, list[float]] = {k: [] for k in kinds}
     enqueue: dict[str, list[float]] = {k: [] for k in kinds}
     wall: dict[str, list[float]] = {k: [] for k in kinds}
+    commands: dict[str, list[str]] = {}
     for _ in range(reps):
-        for kind in kinds:  # interleaved, so drift on the machine hits all three alike
+        for kind in kinds:  # interleaved, so drift on the machine hits all of them alike
             env.fresh()
             start = time.perf_counter()
             ids = _enqueue(env, kind, n)
             enqueue[kind].append(n / (time.perf_counter() - start))
             start = time.perf_counter()
-            if kind == "resilient":
-                worker = resilient_worker(env, resilient_jobs.NOOP_QUEUE)
-            else:
-                flags = ("-w", "rq.worker.SimpleWorker") if kind == "rq_simple" else ()
-                worker = rq_worker(env, RQ_QUEUE, *flags)
+            workers = [_worker(env, kind, i) for i in range(2 if kind.endswith("_x2") else 1)]
+            commands[kind] = [w.command for w in workers]
             try:
-                worker.wait(timeout=30 + n / 10)
+                for worker in workers:
+                    worker.wait(timeout=30 + n / 10)
             finally:
-                worker.stop()
+                stop_all(workers)
             wall[kind].append(time.perf_counter() - start)
-            drain[kind].append(_drain_rate(env, ids))
-    res, rq, simple = (median(drain[k]) for k in kinds)
+            drain[kind].append(_drain_rate(env, ids) if len(workers) == 1 else _drain_rate_together(env, ids))
+    res, rq, simple, res2, rq2 = (median(drain[k]) for k in kinds)
     enqueue_res, enqueue_rq = median(enqueue["resilient"]), median(enqueue["rq"])
     result = Result(raw={"jobs": n, "repeats": reps, "drain_jobs_per_s": drain, "enqueue_jobs_per_s": enqueue,
-                         "worker_wall_s": wall})
+                         "worker_wall_s": wall, "worker_commands": commands})
     result.rows += [
         Row(f"1. throughput, {n} trivial jobs, 1 forking worker (jobs/s)", f"{res:.0f}", f"{rq:.0f}",
             ratio(res, rq)),
         Row("1. throughput, rq SimpleWorker (no fork; reference)", "", f"{simple:.0f}", ratio(res, simple)),
+        Row("1. throughput, two workers on two cores, one queue (jobs/s)", f"{res2:.0f} ({res2 / res:.2f}× one)",
+            f"{rq2:.0f} ({rq2 / rq:.2f}× one)", ratio(res2, rq2)),
         Row("1. enqueue one by one (jobs/s)", f"{enqueue_res:.0f}", f"{enqueue_rq:.0f}",
             ratio(enqueue_res, enqueue_rq)),
     ]
+    result.notes.append(
+        f"1: burst workers, default flags otherwise: `{commands['resilient'][0]}`; `{commands['rq'][0]}`; "
+        f"`{commands['rq_simple'][0]}`. Two workers: two such processes (resilient: "
+        f"`{commands['resilient_x2'][0]}` twice; rq: `{commands['rq_x2'][0]}` twice) started together on one "
+        f"queue of {n} jobs, rate counted over the time both were taking jobs; on this {os.cpu_count()}-core "
+        "machine they share the cores with the server and the bench itself.")
     where = where_the_time_goes(env, res, rq)
     result.raw["where_the_time_goes"] = where
     met = res >= AIM * rq
@@ -91,8 +100,16 @@ def _overhead(env: Env, *args: str) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
+def _worker(env: Env, kind: str, number: int) -> Proc:
+    """A burst worker of `kind` (the _x2 kinds run two of them: `number` 0 and 1)."""
+    if kind.startswith("resilient"):
+        return resilient_worker(env, resilient_jobs.NOOP_QUEUE, name=f"resilient-{number}")
+    flags = ("-w", "rq.worker.SimpleWorker") if kind == "rq_simple" else ()
+    return rq_worker(env, RQ_QUEUE, *flags, name=f"rq-{number}")
+
+
 def _enqueue(env: Env, kind: str, n: int) -> list[str]:
-    if kind == "resilient":
+    if kind.startswith("resilient"):
         from resilient import Client
 
         client = Client.from_url(env.url)
@@ -113,6 +130,29 @@ def _drain_rate(env: Env, ids: list[str]) -> float:
     first = min(_parse(s) for s, _ in stamps)
     last = max(_parse(e) for _, e in stamps)
     return len(ids) / (last - first)
+
+
+def _drain_rate_together(env: Env, ids: list[str]) -> float:
+    """Jobs per second while every worker was taking jobs: from the latest first start of any worker to the
+    earliest last end (a worker that started later or ran out sooner does not count as idle time)."""
+    with env.redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hmget(f"rq:job:{job_id}", "started_at", "ended_at", "worker_name")
+        stamps = pipe.execute()
+    missing = sum(1 for s, e, _ in stamps if not s or not e)
+    if missing:
+        raise RuntimeError(f"{missing} of {len(ids)} jobs did not finish")
+    by_worker: dict[bytes, list[tuple[float, float]]] = {}
+    for started, ended, worker in stamps:
+        by_worker.setdefault(worker, []).append((_parse(started), _parse(ended)))
+    if len(by_worker) < 2:
+        raise RuntimeError(f"only {len(by_worker)} worker took jobs")
+    begin = max(min(s for s, _ in jobs_) for jobs_ in by_worker.values())
+    end = min(max(e for _, e in jobs_) for jobs_ in by_worker.values())
+    done = sum(1 for jobs_ in by_worker.values() for _, e in jobs_ if begin < e <= end)
+    if end <= begin or not done:
+        raise RuntimeError("the workers never took jobs at the same time")
+    return done / (end - begin)
 
 
 def _parse(stamp: bytes) -> float:
