@@ -3,13 +3,18 @@ jobs (bench scenario 9 measures the times at 100k jobs)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from redis.connection import AbstractConnection
+from rich.console import Console
 from rq.executions import Execution, ExecutionRegistry
 from rq.registry import StartedJobRegistry
 
 from resilient.config import Settings
+from resilient.ops import report, top
 from resilient.runtime.supervisor import _forget_started
+from resilient.storage import keys
 from resilient.storage.store import Store
 
 QUEUE = "tests"
@@ -31,6 +36,12 @@ def _running(connection, store: Store, count: int, prefix: str = "r", queue: str
     return ids
 
 
+def _delayed(store: Store, job_id: str, queue: str) -> None:
+    store.create_job(job_id, "tests.fn", queue, 3)
+    _, attempt = store.begin_attempt(job_id, "w", "h")
+    store.mark_requeued(attempt, "killed", queue, delay=600)
+
+
 @pytest.fixture
 def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts what is sent to Redis: one per command, one per pipeline."""
@@ -43,6 +54,58 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
     return sent
+
+
+def test_status_costs_the_same_round_trips_for_4_or_60_running_jobs(client, redis_client, round_trips):
+    store = Store(redis_client, Settings(lease_ttl=600))
+    redis_client.sadd(keys.RQ_QUEUES, keys.rq_queue(QUEUE), keys.rq_queue("other"))
+    _running(redis_client, store, 4)
+    _delayed(store, "d1", QUEUE)
+    report.status(redis_client, store)  # scripts and connections warmed
+    round_trips[0] = 0
+    few = report.status(redis_client, store)
+    few_trips = round_trips[0]
+
+    _running(redis_client, store, 56, prefix="more")
+    _delayed(store, "d2", QUEUE)
+    _delayed(store, "d3", "other")
+    round_trips[0] = 0
+    many = report.status(redis_client, store)
+    assert round_trips[0] == few_trips, "status made a round trip per job"
+    assert len(few["running"]) == few["running_count"] == 4
+    assert len(many["running"]) == many["running_count"] == 60
+    assert {job["id"] for job in many["running"]} >= {"r0", "more55"}
+    assert all(job["status"] == "running" and job["attempt"] == 1 for job in many["running"])
+    assert {q["name"]: q["delayed"] for q in many["queues"]} == {QUEUE: 2, "other": 1}
+
+
+def test_status_lists_at_most_running_limit_and_counts_them_all(client, redis_client):
+    store = Store(redis_client, Settings(lease_ttl=600))
+    redis_client.sadd(keys.RQ_QUEUES, keys.rq_queue(QUEUE))
+    _running(redis_client, store, 12)
+    data = report.status(redis_client, store, running_limit=5)
+    assert len(data["running"]) == 5 and data["running_count"] == 12
+
+    screen = Console(record=True, width=200)
+    shown = report.status(redis_client, store, running_limit=top.RUNNING_ROWS)
+    screen.print(top.render(shown, top.Rates(), 0.0))
+    assert "more running" not in screen.export_text()
+    data["running_count"] = top.RUNNING_ROWS + 7
+    data["running"] = data["running"] * (top.RUNNING_ROWS // 5)
+    screen.print(top.render(data, top.Rates(), 0.0))
+    assert "… and 7 more running" in screen.export_text()
+
+
+def test_status_only_reads_rqs_started_registry(client, redis_client):
+    """An entry whose RQ heartbeat has lapsed stays for RQ's workers (and our reaper) to judge: a view does
+    not run RQ's cleanup, which fetches and fails each such job."""
+    store = Store(redis_client, Settings(lease_ttl=600))
+    redis_client.sadd(keys.RQ_QUEUES, keys.rq_queue(QUEUE))
+    (job_id,) = _running(redis_client, store, 1)
+    registry = StartedJobRegistry(QUEUE, connection=redis_client)
+    redis_client.zadd(registry.key, {f"{job_id}:x{job_id}": time.time() - 60})
+    assert [job["id"] for job in report.status(redis_client, store)["running"]] == [job_id]
+    assert redis_client.zcard(registry.key) == 1
 
 
 def test_the_reaper_forgets_a_started_entry_by_the_jobs_own_executions(redis_client, round_trips):
