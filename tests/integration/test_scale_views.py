@@ -3,6 +3,9 @@ jobs (bench scenario 9 measures the times at 100k jobs)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,7 +15,7 @@ from rq.executions import Execution, ExecutionRegistry
 from rq.registry import StartedJobRegistry
 
 from resilient.config import Settings
-from resilient.ops import report, top
+from resilient.ops import report, top, views
 from resilient.runtime.supervisor import _forget_started
 from resilient.storage import keys
 from resilient.storage.store import Store
@@ -125,3 +128,16 @@ def test_the_reaper_forgets_a_started_entry_by_the_jobs_own_executions(redis_cli
     assert redis_client.zcard(registry.key) == 198
     assert redis_client.zscore(registry.key, "r8:xr8") is None
     assert len(ids) == 200 and redis_client.zscore(registry.key, "r80:xr80") is not None
+
+
+def test_plain_status_prints_at_most_a_hundred_running_jobs(client, redis_url, redis_client):
+    """`status` (not --json) reads and prints the first STATUS_RUNNING_ROWS running jobs and says how many
+    more there are: a table of 10k rows took seconds to draw."""
+    store = Store(redis_client, Settings(lease_ttl=600))
+    redis_client.sadd(keys.RQ_QUEUES, keys.rq_queue(QUEUE))
+    _running(redis_client, store, views.STATUS_RUNNING_ROWS + 20)
+    env = {**os.environ, "COLUMNS": "200"}
+    plain = subprocess.run([sys.executable, "-m", "resilient", "--redis-url", redis_url, "status"], env=env,
+                           capture_output=True, text=True, timeout=30, check=True).stdout
+    assert "… and 20 more running (status --json lists them all)" in plain
+    assert sum(1 for line in plain.splitlines() if "tests.fn" in line) == views.STATUS_RUNNING_ROWS
