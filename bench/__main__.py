@@ -23,7 +23,7 @@ from typing import Callable
 
 from resilient.storage.server import ensure_server, stop_server
 
-from . import footprint, memory, persist, realistic, recovery, safe_point, shared_limit, throughput
+from . import footprint, memory, persist, realistic, recovery, safe_point, scale, shared_limit, throughput
 from .harness import Env
 from .report import Aim, Result, Row, aims_text, table
 
@@ -36,6 +36,7 @@ SCENARIOS: dict[int, tuple[str, Callable[[Env], Result]]] = {
     6: ("leaky job under a real 300 MB cgroup", memory.run),
     7: ("footprint", footprint.run),
     8: ("several workers, one limit", shared_limit.run),
+    9: ("scale", scale.run),
     10: ("a realistic job: 10,000 items of 1 ms", realistic.run),
 }
 HERE = Path(__file__).resolve().parent

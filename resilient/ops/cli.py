@@ -200,13 +200,12 @@ def _json_arg(label: str, text: str, kind: type) -> Any:
 def status(ctx: click.Context, as_json: bool) -> None:
     """Queues, workers and running jobs with their progress."""
     client = client_of(ctx)
-    data = report.status(client.connection, client.store)
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(report.status(client.connection, client.store), indent=2))
         return
-    from .views import print_status
+    from .views import STATUS_RUNNING_ROWS, print_status
 
-    print_status(data)
+    print_status(report.status(client.connection, client.store, running_limit=STATUS_RUNNING_ROWS))
 
 
 @main.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any, cast
 
 import redis
@@ -21,30 +22,56 @@ from ..storage.store import Store
 DEFAULTS = Settings()  # for records written before a field existed
 
 
-def status(connection: redis.Redis, store: Store) -> dict[str, Any]:
+def status(connection: redis.Redis, store: Store, running_limit: int | None = None) -> dict[str, Any]:
     """Queues (depth), workers (state, current job, memory), limit groups and running jobs (progress,
-    attempt)."""
+    attempt). A few round trips per queue and per worker, one for all the running jobs, one for all the
+    delayed ones: none per job. `running_limit`: summarise at most this many running jobs (top shows a
+    screenful); `running_count` counts them all."""
     queues = Queue.all(connection=connection, serializer=MsgpackSerializer)
-    running = []
-    for queue in queues:
-        for job_id in StartedJobRegistry(queue.name, connection=connection).get_job_ids():
-            running.append(job_summary(store, job_id))
+    running_ids, running_count = _running(connection, [q.name for q in queues], running_limit)
     workers, published = [], []
     for w in Worker.all(connection=connection, serializer=MsgpackSerializer):
         published.append(_published(connection, w.name))
         workers.append({"name": w.name, "hostname": w.hostname, "pid": w.pid, "state": str(w.get_state()),
                         "queues": w.queue_names(), "current_job": w.get_current_job_id(),
                         **worker_memory(published[-1])})
+    delayed = _delayed(connection)
     return {
         "queues": [{"name": q.name, "depth": q.count, "finished": q.finished_job_registry.count,
-                    "delayed": _delayed(connection, q.name)} for q in queues],
+                    "delayed": delayed.get(q.name, 0)} for q in queues],
         "workers": workers,
         "groups": limit_groups(store, list(zip(workers, published))),
-        "running": [job for job in running if job],
+        "running": job_summaries(store, running_ids),
+        "running_count": running_count,
         "parked": store.parked_count(),
         "recent_deaths": store.recent_deaths(10),
         "redis": redis_footprint(connection, store),
     }
+
+
+def _running(connection: redis.Redis, queues: list[str], limit: int | None) -> tuple[list[str], int]:
+    """The ids in RQ's started registries (up to `limit`, each once) and how many entries they hold, in one
+    round trip. Read as they are: RQ's own cleanup of a registry fetches each expired entry's job and fails
+    it, which is its workers' business (and our reaper's), not a view's."""
+    registries = [StartedJobRegistry(name, connection=connection).key for name in queues]
+    with connection.pipeline(transaction=False) as pipe:
+        for key in registries:
+            pipe.zcard(key)
+            pipe.zrange(key, 0, -1 if limit is None else limit - 1)
+        replies = pipe.execute()
+    members = [member for entries in replies[1::2] for member in cast(list[bytes], entries)]
+    ids = list(dict.fromkeys(StartedJobRegistry.parse_job_id(m.decode()) for m in members))
+    return ids[:limit], sum(int(count) for count in replies[0::2])
+
+
+def _delayed(connection: redis.Redis) -> dict[str, int]:
+    """Retries waiting out their backoff, per queue (two round trips for all of them)."""
+    ids = [i.decode() for i in cast(list[bytes], connection.zrange(keys.DELAYED, 0, -1))]
+    with connection.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hget(keys.job(job_id), "queue")
+        queues = cast(list[bytes | None], pipe.execute())
+    return dict(Counter(queue.decode() for queue in queues if queue is not None))
 
 
 def redis_footprint(connection: redis.Redis, store: Store, sample: int = 20) -> dict[str, Any]:
@@ -56,12 +83,6 @@ def redis_footprint(connection: redis.Redis, store: Store, sample: int = 20) -> 
     return {"used_memory": use.used, "maxmemory": use.maxmemory, "maxmemory_policy": use.policy,
             "retained_jobs": retained, "retained_bytes": int(per_job * retained),
             "keep": store.keep, "keep_failed": store.keep_failed}
-
-
-def _delayed(connection: redis.Redis, queue: str) -> int:
-    """Retries waiting out their backoff for this queue."""
-    ids = [i.decode() for i in cast(list[bytes], connection.zrange(keys.DELAYED, 0, -1))]
-    return sum(connection.hget(keys.job(i), "queue") == queue.encode() for i in ids)
 
 
 def _published(connection: redis.Redis, name: str) -> dict[str, str]:
@@ -121,8 +142,21 @@ def _still_queued(store: Store, job_id: str) -> bool:
     return store.job_fields(job_id).get("status") == JobStatus.QUEUED
 
 
+SUMMARY_FIELDS = ("name", "queue", "status", "attempt", "done", "total", "seq", "saved_at", "deaths", "worker",
+                  "parked_reason", "error")
+
+
 def job_summary(store: Store, job_id: str) -> dict[str, Any]:
-    fields = store.job_fields(job_id)
+    return _summary(job_id, store.job_fields(job_id))
+
+
+def job_summaries(store: Store, job_ids: list[str]) -> list[dict[str, Any]]:
+    """The summaries of these jobs, in one round trip; a job whose record is gone is left out."""
+    return [_summary(job_id, fields) for job_id, fields in zip(job_ids, store.jobs_fields(job_ids, SUMMARY_FIELDS))
+            if fields]
+
+
+def _summary(job_id: str, fields: dict[str, str]) -> dict[str, Any]:
     if not fields:
         return {}
     total = int(fields.get("total", -1))

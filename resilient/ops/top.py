@@ -16,6 +16,7 @@ from . import report
 from .views import group_counts, group_name, memory_text, share_text, shared, usage_text, waits_of
 
 BAR = 20
+RUNNING_ROWS = 30  # running jobs drawn (and read) per refresh; the table says how many more there are
 
 
 class Rates:
@@ -71,6 +72,9 @@ def render(data: dict[str, Any], rates: Rates, now: float) -> Group:
         jobs.add_row(job["id"][:12], job["name"].rsplit(".", 1)[-1], str(job["attempt"]),
                      progress_bar(job["done"], job["total"]), "-" if rate is None else f"{rate:.1f}",
                      "-" if eta is None else f"{eta:.0f} s", "-" if age is None else f"{age:.0f} s")
+    more = data.get("running_count", len(data["running"])) - len(data["running"])
+    if more > 0 and len(data["running"]) >= RUNNING_ROWS:
+        jobs.caption, jobs.caption_justify = f"… and {more} more running (status --json lists them all)", "left"
     deaths = Table("when", "cause", "job", title="Last deaths", title_justify="left")
     for death in data["recent_deaths"]:
         deaths.add_row(datetime.fromtimestamp(int(death["at"]) / 1000).strftime("%H:%M:%S"), death["cause"],
@@ -102,6 +106,12 @@ def groups_table(groups: list[dict[str, Any]]) -> Table:
     return table
 
 
+def refresh(client: Client, rates: Rates) -> Group:
+    """One refresh: what `status` reads (a screenful of the running jobs), drawn."""
+    data = report.status(client.connection, client.store, running_limit=RUNNING_ROWS)
+    return render(data, rates, time.monotonic())
+
+
 def run_top(client: Client, interval: float = 1.0, count: int | None = None) -> None:
     """Refresh every `interval` seconds until Ctrl+C (or `count` refreshes)."""
     rates = Rates()
@@ -110,8 +120,7 @@ def run_top(client: Client, interval: float = 1.0, count: int | None = None) -> 
     with Live(console=console, auto_refresh=False, screen=False) as live:
         try:
             while count is None or refreshes < count:
-                data = report.status(client.connection, client.store)
-                live.update(render(data, rates, time.monotonic()), refresh=True)
+                live.update(refresh(client, rates), refresh=True)
                 refreshes += 1
                 if count is None or refreshes < count:
                     time.sleep(interval)

@@ -12,6 +12,7 @@ import time
 from typing import Any, cast
 
 import redis
+from rq.executions import ExecutionRegistry
 from rq.registry import StartedJobRegistry
 
 from ..config import Settings
@@ -115,9 +116,17 @@ class Reaper:
 
 
 def _forget_started(connection: redis.Redis, job_id: str, queue: str) -> None:
+    """Remove the job's entries (`{id}:{execution}`) from RQ's StartedJobRegistry. RQ indexes each job's
+    executions under the job (`rq:executions:{id}`), so this costs what the job has, not what the registry
+    holds; only when that index has expired (the reaper was away past RQ's heartbeat TTL) is the registry
+    scanned for the job's entries."""
     registry = StartedJobRegistry(queue, connection=connection)
-    started = cast(list[bytes], connection.zrange(registry.key, 0, -1))
-    members = [m for m in started if m.decode().split(":", 1)[0] == job_id]
+    index = ExecutionRegistry(job_id, connection=connection).key
+    members = [f"{job_id}:{execution.decode()}" for execution in cast(list[bytes], connection.zrange(index, 0, -1))]
+    if not members:
+        entries = cast(list[tuple[bytes, float]],
+                       list(connection.zscan_iter(registry.key, match=f"{job_id}:*", count=1000)))
+        members = [member.decode() for member, _ in entries]
     if members:
         connection.zrem(registry.key, *members)
 
