@@ -166,10 +166,11 @@ class RqCollector:
         yield workers
         jobs = GaugeMetricFamily("rq_jobs", "RQ jobs by queue and status", labels=["queue", "status"])
         for queue in Queue.all(connection=self.connection, serializer=MsgpackSerializer):
-            for status, count in (("queued", queue.count), ("started", queue.started_job_registry.count),
-                                  ("failed", queue.failed_job_registry.count),
-                                  ("finished", queue.finished_job_registry.count),
-                                  ("scheduled", queue.scheduled_job_registry.count)):
+            # counted without RQ's clean-up, which a scrape must not run: it fetches (and fails) each expired entry
+            registries = (("started", queue.started_job_registry), ("failed", queue.failed_job_registry),
+                          ("finished", queue.finished_job_registry), ("scheduled", queue.scheduled_job_registry))
+            for status, count in (("queued", queue.count),
+                                  *((name, registry.get_job_count(cleanup=False)) for name, registry in registries)):
                 jobs.add_metric([queue.name, status], count)
         yield jobs
         yield from self._redis_memory()
