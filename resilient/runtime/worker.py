@@ -28,6 +28,7 @@ from ..ops import health, logs, metrics
 from ..storage import keys
 from ..storage.codec import MsgpackSerializer
 from ..storage.connection import REDIS_AWAY, keep_trying, reason_for
+from ..storage.durability import WriteLost
 from ..storage.store import Store
 from . import deaths
 from .attempt import AttemptRun, Outcome, settle, thresholds_of
@@ -53,6 +54,7 @@ class ResilientWorker(Worker):
                          job_class=ResilientJob, queue_class=Queue, **kwargs)
         self.settings = settings
         self.store = Store(connection, settings)
+        self.store.durable.tick = lambda: health.mark_alive("worker", self.name)  # while a replica is awaited
         self.memory = memory or MemoryWatcher(settings)
         self.job_monitoring_interval = max(1, int(settings.monitor_interval))
         self.host = socket.gethostname()
@@ -100,6 +102,11 @@ class ResilientWorker(Worker):
         try:
             verdict, run = AttemptRun.begin(job.id, spec, self.store, self.memory, self.settings, self.name,
                                             self.host)
+        except WriteLost as exc:  # the new primary never saw this start: the job is as it was before it
+            self.memory.release_seat()
+            log.warning("job %s not started: %s; back to its queue unless it is there already", job.id, exc)
+            self.store.rescue_stranded(job.id, queue.name)
+            return
         except BaseException:
             self.memory.release_seat()
             raise
@@ -276,6 +283,7 @@ class ResilientWorker(Worker):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         run = self._run
         assert run is not None
+        self.store.durable.tick = lambda: None  # the parent ticks for the worker, the horse must not
         self.memory.in_horse(on_critical=self._exit_at_critical,
                              thresholds=self.memory.thresholds(*thresholds_of(run.spec)))
         job.runner = run.run

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection, SentinelManagedSSLConnection
 
+from resilient.config import Settings
 from resilient.errors import ConfigError
 from resilient.storage.connection import connect, mask_password
 from resilient.storage.sentinel import SentinelURL, is_sentinel_url, parse_sentinel_url
@@ -75,3 +76,13 @@ def test_a_sentinel_client_keeps_the_retries_timeouts_and_keepalive_of_every_con
     tls = connect("rediss+sentinel://h1/m?sentinel_password=sp").connection_pool
     assert tls.connection_class is SentinelManagedSSLConnection
     assert tls.sentinel_manager.sentinels[0].connection_pool.connection_kwargs["password"] == "sp"
+
+
+@pytest.mark.parametrize(("value", "ok"), [("none", True), ("replica", True), ("all", False), ("", True)])
+def test_durability_is_none_or_replica(value: str, ok: bool) -> None:
+    env = {"RESILIENT_DURABILITY": value}
+    if ok:
+        assert Settings.from_env(env).durability == (value or "none")
+        return
+    with pytest.raises(ConfigError, match="RESILIENT_DURABILITY=replica waits for a replica"):
+        Settings.from_env(env)
