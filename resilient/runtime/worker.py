@@ -302,6 +302,8 @@ class ResilientWorker(Worker):
         (RQ private, pinned in test_rq_pins: the one place every exception of perform_job passes through.)"""
         exc = exc_info[1]
         code = deaths.exit_code_for(exc)
+        if code == deaths.EXIT_REDIS_LOST:  # the parent sees only the exit code: say here what Redis did
+            log.warning("stepping aside: %s (%s)", reason_for(exc), type(exc).__name__)
         if code is not None:
             os._exit(code)
         try:
@@ -324,7 +326,7 @@ class ResilientWorker(Worker):
             log.warning("cannot renew the lease of job %s: %s", job.id, exc)
             return
         except StaleAttempt:
-            if run is not None and self.horse_pid:
+            if run is not None and self.horse_pid and not run.ended_itself():
                 log.warning("job %s: this attempt was taken over (lease lost); stopping it", job.id)
                 run.superseded = True
                 self.kill_horse()

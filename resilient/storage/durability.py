@@ -17,6 +17,7 @@ blame and is retried from what survived).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -30,6 +31,7 @@ from .connection import keep_trying
 if TYPE_CHECKING:
     from ..config import Settings
 
+MEANWHILE_EVERY = 1.0  # seconds: while a write waits for a replica, its lease is renewed as often as a worker does
 Mark = tuple[str, dict[str, Any]]  # a hash, and field values that show the write is (still) there
 
 # ARGV: field, value pairs. Rewriting the first field, unchanged, is a write: it is replicated, so the WAIT
@@ -72,17 +74,32 @@ class DurableWriter:
         self._confirm = connection.register_script(CONFIRM)
 
     def write(self, script: Script, keys: list[str], args: list[Any], what: str,
-              mark: Callable[[Any], Mark | None]) -> Any:
+              mark: Callable[[Any], Mark | None], meanwhile: Callable[[Any], object] | None = None) -> Any:
         """Run `script`; with durability on, return once a replica has what it wrote. `mark(reply)` says how to
-        see the write is still there (None: it wrote nothing). WriteLost when a failover lost it meanwhile."""
+        see the write is still there (None: it wrote nothing); `meanwhile(reply)` runs before each confirmation
+        (to keep a lease the write took from running out). WriteLost when a failover lost it meanwhile."""
         if not self.durability.replicas:
             return script(keys=keys, args=args)
         reply, acked = self._with_wait(lambda pipe: script(keys=keys, args=args, client=pipe))
         written = mark(reply)
-        if acked < self.durability.replicas and written is not None:
-            keep_trying(lambda: self._confirm_once(written, what), NotReplicated,
-                        lambda exc: f"{exc}: the write stands on the primary alone; waiting for a replica",
-                        self.tick)
+        if acked >= self.durability.replicas or written is None:
+            return reply
+
+        def confirm(marked: Mark) -> None:
+            if meanwhile is not None:
+                meanwhile(reply)
+            self._confirm_once(marked, what)
+
+        def pause(seconds: float) -> None:  # the waits between tries grow to 10 s: past a lease
+            end = time.monotonic() + seconds
+            while (left := end - time.monotonic()) > 0:
+                time.sleep(min(left, MEANWHILE_EVERY))
+                if meanwhile is not None:
+                    meanwhile(reply)
+
+        keep_trying(lambda: confirm(written), NotReplicated,
+                    lambda exc: f"{exc}: the write stands on the primary alone; waiting for a replica", self.tick,
+                    pause)
         return reply
 
     def _confirm_once(self, written: Mark, what: str) -> None:

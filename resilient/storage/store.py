@@ -103,7 +103,8 @@ class Store:
         reply = self.durable.write(self._begin,
                                    [keys.job(job_id), keys.events(job_id), keys.LEASES, keys.checkpoint(job_id)], args,
                                    f"the start of job {job_id}",
-                                   lambda r: _epoch_mark(job_id, r[1]) if _text(r[0]) in BEGUN else None)
+                                   lambda r: _epoch_mark(job_id, r[1]) if _text(r[0]) in BEGUN else None,
+                                   lambda r: self._keep_lease(job_id, r[1]))
         verdict = _text(reply[0])
         if verdict == "MISSING":
             return verdict, ""
@@ -212,6 +213,11 @@ class Store:
                             args=[attempt.epoch, self.lease_ms, attempt.job_id])
         return int(_fenced(reply, attempt))
 
+    def _keep_lease(self, job_id: str, epoch: Any) -> None:
+        """While a durable BEGIN or CLAIM waits for a replica, the lease it took must not run out: a reaper
+        would take the job over meanwhile. (STALE: the write is gone, which the confirmation reports.)"""
+        self._renew(keys=[keys.job(job_id), keys.LEASES], args=[epoch, self.lease_ms, job_id])
+
     def add_memory_sample(self, attempt: Attempt, rss: int, level: str, cap: int) -> None:
         """One point of the attempt's memory history (its own capped stream). It expires like a failed job's
         keys however the job ends (FINISH sets the job's own retention; a sample after it sets this again)."""
@@ -241,7 +247,8 @@ class Store:
         the job (attempt.settle). None when the lease is not expired, or gone."""
         reply = self.durable.write(self._claim, [keys.job(job_id), keys.events(job_id), keys.LEASES],
                                    [job_id, at_ms, self.event_history, self.lease_ms], f"the claim of job {job_id}",
-                                   lambda r: _epoch_mark(job_id, r[0]) if r else None)
+                                   lambda r: _epoch_mark(job_id, r[0]) if r else None,
+                                   lambda r: self._keep_lease(job_id, r[0]))
         if not reply:
             return None
         epoch, stuck, mem_stuck, seq, attempt, evidence, queue, max_attempts, max_stuck, max_mem, oom_queue = reply

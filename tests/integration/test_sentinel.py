@@ -33,7 +33,7 @@ from resilient.errors import RedisUnavailable
 from resilient.model import Attempt
 from resilient.storage.codec import encode
 from resilient.storage.connection import open_redis
-from resilient.storage.durability import Durability, WriteLost
+from resilient.storage.durability import WriteLost
 from resilient.storage.store import Store
 
 pytestmark = pytest.mark.sentinel
@@ -90,6 +90,7 @@ def test_a_batch_survives_its_primary_killed_mid_run(sentinel_set: SentinelSet, 
         for handle in handles:
             _assert_completed_once_with_rising_epochs(handle)
         assert all(w.proc.poll() is None for w in workers), "a worker gave up on Redis"
+        assert not any("taken over" in w.output() for w in workers), "a horse waiting for a replica was stopped"
         status = _cli(url, "status", "--json")
         assert status.returncode == 0, status.stderr
         assert {q["name"]: q["depth"] for q in json.loads(status.stdout)["queues"]}.get("failover") == 0
@@ -144,6 +145,27 @@ def test_a_durable_write_waits_until_a_replica_has_it(replicated: SentinelSet, c
                    and "waiting for a replica" in r.getMessage() for r in caplog.records)
     finally:
         os.kill(replica.pid, signal.SIGCONT)
+
+
+def test_a_start_waiting_for_a_replica_keeps_its_lease(replicated: SentinelSet):
+    """A durable BEGIN that waits for a replica renews the lease it took, so no reaper takes the job over
+    meanwhile; it returns once the replica, resumed, has it."""
+    client, _ = open_redis(Settings(redis_url=f"redis://:{PASSWORD}@{HOST}:{replicated.primary.port}/0"))
+    store = Store(client, Settings(lease_ttl=2.0, durability="replica", durability_timeout=0.3))
+    store.create_job("j", "testjobs.durable_sum", "failover", 10)
+    os.kill(replicated.replica.pid, signal.SIGSTOP)
+    begun: list[object] = []
+    try:
+        thread = threading.Thread(target=lambda: begun.append(store.begin_attempt("j", "w", "h")))
+        thread.start()
+        time.sleep(6.0)  # three lease periods, the waits between tries grown past one
+        assert thread.is_alive() and not begun
+        assert float(client.zscore("resilient:leases", "j") or 0) > store.server_ms(), "the lease ran out"
+        os.kill(replicated.replica.pid, signal.SIGCONT)
+        thread.join(15)
+    finally:
+        os.kill(replicated.replica.pid, signal.SIGCONT)
+    assert begun and begun[0][0] == "OK"
 
 
 def test_a_durable_write_lost_before_a_replica_had_it_is_reported(replicated: SentinelSet):
