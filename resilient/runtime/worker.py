@@ -100,12 +100,11 @@ class ResilientWorker(Worker):
         if spec is None or self._turned_away(job, queue, spec) or not self._admitted(job, queue, spec):
             return
         try:
-            verdict, run = AttemptRun.begin(job.id, spec, self.store, self.memory, self.settings, self.name,
-                                            self.host)
+            verdict, run = self._begin(job, spec)
         except WriteLost as exc:  # the new primary never saw this start: the job is as it was before it
             self.memory.release_seat()
             log.warning("job %s not started: %s; back to its queue unless it is there already", job.id, exc)
-            self.store.rescue_stranded(job.id, queue.name)
+            self._despite_redis_away(f"requeue job {job.id}", lambda: self.store.rescue_stranded(job.id, queue.name))
             return
         except BaseException:
             self.memory.release_seat()
@@ -339,6 +338,14 @@ class ResilientWorker(Worker):
         # untyped in RQ
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[no-untyped-call]
         self._judge(job, retpid, ret_val, rusage)
+
+    def _begin(self, job: ResilientJob, spec: JobSpec) -> tuple[str, AttemptRun | Attempt | str]:
+        """BEGIN, waiting out Redis being away: a failover can take longer than the client's retries (Sentinel's
+        default is 30 s to call a primary down). A start a failover lost is not tried again here (WriteLost)."""
+        return keep_trying(
+            lambda: AttemptRun.begin(job.id, spec, self.store, self.memory, self.settings, self.name, self.host),
+            REDIS_AWAY, lambda exc: None if isinstance(exc, WriteLost) else f"cannot start job {job.id}: {reason_for(exc)}",
+            lambda: health.mark_alive("worker", self.name))
 
     def _despite_redis_away(self, what: str, action: Callable[[], T]) -> T:
         """Run `action`; while Redis cannot take it (unreachable, full, read-only), say why, wait and retry.

@@ -235,7 +235,7 @@ def _until_a_write_succeeds(nodes: SentinelSet) -> float:
         node = nodes.replica if port == nodes.replica.port else nodes.primary
         return bool(node.client().set("failover:probe", "1"))
 
-    wait_for(written, "a writable primary", timeout=30)
+    wait_for(written, "a writable primary", timeout=60)  # a sentinel starved for 2 s "tilts": 30 s idle
     return time.monotonic() - began
 
 
@@ -245,7 +245,7 @@ def _until_a_replica_acknowledges(nodes: SentinelSet) -> float:
         new_primary.set("failover:probe", "2")
         return int(new_primary.wait(1, 200)) >= 1
 
-    wait_for(acknowledged, "the old primary back as a replica", timeout=40)
+    wait_for(acknowledged, "the old primary back as a replica", timeout=60)
     return time.monotonic()
 
 
