@@ -15,6 +15,7 @@ from .model import DEFAULT_THRESHOLDS
 MiB = 1024 * 1024
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": MiB, "g": 1024 * MiB, "t": 1024 * 1024 * MiB}
+DURABILITIES = ("none", "replica")
 
 
 def parse_size(text: str | int) -> int:
@@ -88,6 +89,10 @@ class Settings:
     keep_failed: int = 30 * 24 * 3600  # ... of a failed or parked job (or its own `keep`, if longer)
     redis_high_water: float = 0.9  # of Redis's maxmemory: above it, enqueue refuses new jobs
     stall_timeout: float = 0.0  # seconds without a checkpoint before a horse counts as hung; 0: never
+    # "replica": BEGIN, CLAIM, FINISH and ctx.save(durable=True) return only once a replica has them (WAIT 1),
+    # so that a Sentinel failover cannot lose them (storage/durability.py); "none": Redis's own acknowledgement
+    durability: str = "none"
+    durability_timeout: float = 1.0  # seconds one WAIT gives a replica before the write is confirmed again
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -114,6 +119,8 @@ class Settings:
             "keep": parse_duration,
             "keep_failed": parse_duration,
             "redis_high_water": lambda v: parse_fraction("redis_high_water", v),
+            "durability": str.strip,
+            "durability_timeout": float,
         }
         for field, read in readers.items():
             raw = env.get(f"RESILIENT_{field.upper()}")
@@ -132,6 +139,11 @@ class Settings:
             )
         if self.checkpoint_history < 1:
             raise ConfigError("checkpoint_history must be at least 1")
+        if self.durability not in DURABILITIES:
+            raise ConfigError(f"durability {self.durability!r} is not one of {', '.join(DURABILITIES)} "
+                              "(RESILIENT_DURABILITY=replica waits for a replica on the writes a failover must keep)")
+        if self.durability_timeout <= 0:
+            raise ConfigError("durability_timeout must be more than 0 seconds (RESILIENT_DURABILITY_TIMEOUT)")
         return self
 
 

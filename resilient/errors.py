@@ -14,12 +14,14 @@ class ConfigError(ResilientError):
 
 
 class RedisUnavailable(ResilientError):
-    """The configured Redis server cannot be reached or rejected us."""
+    """The configured Redis server cannot be reached or rejected us. `final`: asking again cannot fix it
+    (a refused password, a primary the sentinels do not know)."""
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, reason: str, final: bool = False) -> None:
         super().__init__(f"cannot use Redis at {url}: {reason}")
         self.url = url
         self.reason = reason
+        self.final = final
 
 
 class RedisFull(ResilientError):

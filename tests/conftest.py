@@ -68,8 +68,9 @@ def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = 
 class WorkerProcess:
     """A `resilient worker` subprocess; stopped by PID at teardown."""
 
-    def __init__(self, url: str, args: list[str], cwd: Path, cgroup: Path | None = None) -> None:
-        env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}", "REDIS_URL": url}
+    def __init__(self, url: str, args: list[str], cwd: Path, cgroup: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}", "REDIS_URL": url, **(env or {})}
         self.log_path = cwd / f"worker-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
@@ -102,9 +103,11 @@ def start_worker(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Worke
     """Start workers for tests/testjobs.py (extra CLI flags as arguments)."""
     started: list[WorkerProcess] = []
 
-    def start(*flags: str, modules: tuple[str, ...] = ("testjobs",), cgroup: Path | None = None) -> WorkerProcess:
-        """`cgroup`: the directory of a memory cgroup the worker starts in (before Python does)."""
-        worker = WorkerProcess(redis_url, [*modules, *flags], tmp_path, cgroup)
+    def start(*flags: str, modules: tuple[str, ...] = ("testjobs",), cgroup: Path | None = None,
+              url: str | None = None, env: dict[str, str] | None = None) -> WorkerProcess:
+        """`cgroup`: the directory of a memory cgroup the worker starts in (before Python does); `url`: another
+        Redis than the session's (a redis+sentinel:// URL, say); `env`: more environment (RESILIENT_...)."""
+        worker = WorkerProcess(url or redis_url, [*modules, *flags], tmp_path, cgroup, env)
         started.append(worker)
         return worker
 

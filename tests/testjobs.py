@@ -301,3 +301,16 @@ def steady(ctx: resilient.Context, n: int, mb: int, delay: float = 0.05) -> int:
 def calm_batches(ctx: resilient.Context, n: int, mb: int, steps: int = 5, delay: float = 0.05) -> int:
     """`batches` on a queue of its own (for a worker under another limit)."""
     return int(batches.fn(ctx, n, mb, steps, delay))
+
+
+@resilient.job(queue="failover", checkpoint_every=0.1, max_attempts=50)
+def durable_sum(ctx: resilient.Context, n: int, delay: float = 0.01, durable_every: int = 25) -> int:
+    """quiet_sum whose every `durable_every`-th checkpoint is durable (ctx.save(durable=True))."""
+    state = ctx.checkpoint or {"i": 0, "total": 0}
+    i, total = state["i"], state["total"]
+    while i < n:
+        time.sleep(delay)
+        total += i
+        i += 1
+        ctx.save({"i": i, "total": total}, durable=i % durable_every == 0)
+    return total

@@ -84,24 +84,26 @@ class Context:
         return str(Level.HARD if level == Level.CRITICAL else level)
 
     # --- safe points --------------------------------------------------------------------------
-    def save(self, state: Any, force: bool = False) -> None:
+    def save(self, state: Any, force: bool = False, durable: bool = False) -> None:
         """Validate and encode `state`; persist it when due (interval, force, pressure, shutdown).
 
+        `durable`: persist it now, and with RESILIENT_DURABILITY=replica return only once a replica has it,
+        so that a failover cannot lose it (before a side effect that must not be repeated, say).
         Raises CheckpointError for a state that cannot be stored, and Preempted after persisting when
         the worker wants this attempt to step aside (memory at the hard line, or shutdown).
         """
         data = encode_state(state, self._max_bytes)
-        self._safe_point(state, lambda: data, force)
+        self._safe_point(state, lambda: data, force, durable)
 
-    def _safe_point(self, state: Any, encoded: Callable[[], bytes], force: bool) -> None:
+    def _safe_point(self, state: Any, encoded: Callable[[], bytes], force: bool, durable: bool = False) -> None:
         now = self._clock()
         governor = self._governor
         # Under pressure, or when the governor's last figure is older than a fast sample, read a fresh one:
         # a job can grow past the hard line between two of the thread's samples.
         if governor is not None and (governor.level != Level.OK or now - governor.sampled_at > FRESH_SAMPLE):
             self._check_memory()
-        if force or self._urgent or now >= self._next_due:
-            self._persist(encoded(), state)
+        if force or durable or self._urgent or now >= self._next_due:
+            self._persist(encoded(), state, durable)
         if self._stop_reason is not None:
             raise Preempted(self._stop_reason)
 
@@ -147,9 +149,9 @@ class Context:
         if level.rank >= Level.HARD.rank:
             self.request_stop("memory")
 
-    def _persist(self, data: bytes, state: Any) -> None:
+    def _persist(self, data: bytes, state: Any, durable: bool = False) -> None:
         started = time.perf_counter()
-        self.seq = self._store.save_checkpoint(self._attempt, data, self._done, self._total)
+        self.seq = self._store.save_checkpoint(self._attempt, data, self._done, self._total, durable)
         metrics.checkpoint_saved(time.perf_counter() - started)
         self._state = state
         self._urgent = False

@@ -15,7 +15,7 @@ from ..api.context import Context
 from ..api.registry import JobSpec
 from ..config import Settings
 from ..errors import CorruptCheckpoint, StaleAttempt
-from ..model import Attempt, Cause, Death, Decision
+from ..model import FINAL_STATUSES, Attempt, Cause, Death, Decision
 from ..ops import metrics
 from ..storage.codec import encode_state
 from ..storage.connection import REDIS_AWAY, reason_for
@@ -103,6 +103,15 @@ class AttemptRun:
         age = (now_ms() - checkpointed_at) / 1000
         metrics.checkpoint_age(age)
         return age
+
+    def ended_itself(self) -> bool:
+        """The job is in a final status under this attempt's epoch: its horse wrote the end (and may be waiting
+        for a replica to have it), so a refused renewal does not mean a newer attempt took over."""
+        try:
+            fields = self.store.job_fields(self.attempt.job_id)
+        except REDIS_AWAY:
+            return True  # not known now: the next renewal asks again
+        return fields.get("epoch") == str(self.attempt.epoch) and fields.get("status") in FINAL_STATUSES
 
     def stalled(self, checkpoint_age: float) -> bool:
         """A horse with no checkpoint for --stall-timeout seconds is taken for hung (a C call that never

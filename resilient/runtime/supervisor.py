@@ -229,6 +229,7 @@ def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers:
     log.info("supervisor on %s: reaping every %.1f s (lease ttl %.0f s)%s", url, interval, settings.lease_ttl,
              f", keeping {workers} workers" if workers else "")
     reaper = Reaper(connection, settings)
+    reaper.store.durable.tick = lambda: health.mark_alive("supervisor", "supervisor")  # while a replica is awaited
     if metrics_port:
         metrics.enable(metrics_port, connection)
     while not stop.is_set():

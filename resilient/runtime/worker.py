@@ -28,6 +28,7 @@ from ..ops import health, logs, metrics
 from ..storage import keys
 from ..storage.codec import MsgpackSerializer
 from ..storage.connection import REDIS_AWAY, keep_trying, reason_for
+from ..storage.durability import WriteLost
 from ..storage.store import Store
 from . import deaths
 from .attempt import AttemptRun, Outcome, settle, thresholds_of
@@ -53,6 +54,7 @@ class ResilientWorker(Worker):
                          job_class=ResilientJob, queue_class=Queue, **kwargs)
         self.settings = settings
         self.store = Store(connection, settings)
+        self.store.durable.tick = lambda: health.mark_alive("worker", self.name)  # while a replica is awaited
         self.memory = memory or MemoryWatcher(settings)
         self.job_monitoring_interval = max(1, int(settings.monitor_interval))
         self.host = socket.gethostname()
@@ -98,8 +100,12 @@ class ResilientWorker(Worker):
         if spec is None or self._turned_away(job, queue, spec) or not self._admitted(job, queue, spec):
             return
         try:
-            verdict, run = AttemptRun.begin(job.id, spec, self.store, self.memory, self.settings, self.name,
-                                            self.host)
+            verdict, run = self._begin(job, spec)
+        except WriteLost as exc:  # the new primary never saw this start: the job is as it was before it
+            self.memory.release_seat()
+            log.warning("job %s not started: %s; back to its queue unless it is there already", job.id, exc)
+            self._despite_redis_away(f"requeue job {job.id}", lambda: self.store.rescue_stranded(job.id, queue.name))
+            return
         except BaseException:
             self.memory.release_seat()
             raise
@@ -276,6 +282,7 @@ class ResilientWorker(Worker):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         run = self._run
         assert run is not None
+        self.store.durable.tick = lambda: None  # the parent ticks for the worker, the horse must not
         self.memory.in_horse(on_critical=self._exit_at_critical,
                              thresholds=self.memory.thresholds(*thresholds_of(run.spec)))
         job.runner = run.run
@@ -294,6 +301,8 @@ class ResilientWorker(Worker):
         (RQ private, pinned in test_rq_pins: the one place every exception of perform_job passes through.)"""
         exc = exc_info[1]
         code = deaths.exit_code_for(exc)
+        if code == deaths.EXIT_REDIS_LOST:  # the parent sees only the exit code: say here what Redis did
+            log.warning("stepping aside: %s (%s)", reason_for(exc), type(exc).__name__)
         if code is not None:
             os._exit(code)
         try:
@@ -316,7 +325,7 @@ class ResilientWorker(Worker):
             log.warning("cannot renew the lease of job %s: %s", job.id, exc)
             return
         except StaleAttempt:
-            if run is not None and self.horse_pid:
+            if run is not None and self.horse_pid and not run.ended_itself():
                 log.warning("job %s: this attempt was taken over (lease lost); stopping it", job.id)
                 run.superseded = True
                 self.kill_horse()
@@ -329,6 +338,14 @@ class ResilientWorker(Worker):
         # untyped in RQ
         super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[no-untyped-call]
         self._judge(job, retpid, ret_val, rusage)
+
+    def _begin(self, job: ResilientJob, spec: JobSpec) -> tuple[str, AttemptRun | Attempt | str]:
+        """BEGIN, waiting out Redis being away: a failover can take longer than the client's retries (Sentinel's
+        default is 30 s to call a primary down). A start a failover lost is not tried again here (WriteLost)."""
+        return keep_trying(
+            lambda: AttemptRun.begin(job.id, spec, self.store, self.memory, self.settings, self.name, self.host),
+            REDIS_AWAY, lambda exc: None if isinstance(exc, WriteLost) else f"cannot start job {job.id}: {reason_for(exc)}",
+            lambda: health.mark_alive("worker", self.name))
 
     def _despite_redis_away(self, what: str, action: Callable[[], T]) -> T:
         """Run `action`; while Redis cannot take it (unreachable, full, read-only), say why, wait and retry.

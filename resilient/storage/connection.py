@@ -16,8 +16,10 @@ from redis.exceptions import AuthenticationError, OutOfMemoryError, ReadOnlyErro
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError
 
 from ..errors import RedisUnavailable
+from .sentinel import connect_sentinel, diagnose, is_sentinel_url
 from .server import ensure_server
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ REFUSED = (
 AUTH_FAILED = "authentication failed — check the password in REDIS_URL"
 # Up to the last "@" before any query: a raw "@" or "/" in the password is masked too (as redis-py reads it).
 _USERINFO_PASSWORD = re.compile(r"^([\w+.-]+://[^:/?#]*:)[^?#]*@")
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*")
+_QUERY_PASSWORD = re.compile(r"([?&](?:sentinel_)?password=)[^&#]*")
 
 
 def resolve_url(settings: Settings) -> str:
@@ -56,20 +58,21 @@ def resolve_url(settings: Settings) -> str:
 
 
 def connect(url: str, *, decode_responses: bool = False) -> redis.Redis:
-    """A client for redis://, rediss:// or unix:// URLs that retries connection errors with backoff."""
-    options: dict[str, object] = {}
+    """A client for redis://, rediss://, unix:// or redis+sentinel:// URLs that retries connection errors
+    with backoff (through a failover, for a sentinel URL: see sentinel.py)."""
+    options: dict[str, object] = {
+        "decode_responses": decode_responses,
+        "retry": Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), retries=RETRIES),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": SOCKET_TIMEOUT,
+    }
+    if is_sentinel_url(url):
+        return connect_sentinel(url, mask_password(url), {**options, "socket_keepalive": True})
     if urlsplit(url).scheme in ("redis", "rediss"):
         options["socket_keepalive"] = True  # TCP only: unix sockets reject the option
-    return redis.Redis.from_url(
-        url,
-        decode_responses=decode_responses,
-        retry=Retry(ExponentialBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), retries=RETRIES),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        health_check_interval=HEALTH_CHECK_INTERVAL,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        socket_timeout=SOCKET_TIMEOUT,
-        **options,
-    )
+    return redis.Redis.from_url(url, **options)
 
 
 def check_reachable(client: redis.Redis, url: str) -> None:
@@ -85,9 +88,21 @@ def check_reachable(client: redis.Redis, url: str) -> None:
     try:
         probe.ping()
     except (redis.RedisError, OSError) as exc:
-        raise RedisUnavailable(mask_password(url), reason_for(exc)) from None
+        raise _unavailable(exc, url) from None
     finally:
         probe.close()
+
+
+def _unavailable(exc: BaseException, url: str) -> RedisUnavailable:
+    """Why the check failed; for a sentinel URL, what the sentinels say when they name no primary."""
+    shown, reason = mask_password(url), reason_for(exc)
+    if is_sentinel_url(url):
+        found = diagnose(url, shown) if isinstance(exc, MasterNotFoundError) else None
+        if found is not None:
+            return RedisUnavailable(shown, found.reason, final=found.final)
+        if reason == REFUSED:
+            reason = "the primary the sentinels name refuses connections (a failover under way?)"
+    return RedisUnavailable(shown, reason, final=reason == AUTH_FAILED)
 
 
 def open_redis(settings: Settings) -> tuple[redis.Redis, str]:
@@ -126,10 +141,11 @@ def wait_for_redis(settings: Settings, tick: Callable[[], None],
                    stop: threading.Event) -> tuple[redis.Redis, str] | None:
     """open_redis for long-running processes: a Redis that is not there yet (compose or k8s starting it
     alongside) is asked again with backoff, calling `tick` between asks so the process stays live.
-    A refused password is not waited for: asking again cannot fix it. None when `stop` is set meanwhile."""
+    A refused password or a primary the sentinels do not know is not waited for: asking again cannot fix
+    it. None when `stop` is set meanwhile."""
 
     def waiting_for_it(exc: BaseException) -> str | None:
-        return None if isinstance(exc, RedisUnavailable) and exc.reason == AUTH_FAILED else f"{exc}; waiting for it"
+        return None if isinstance(exc, RedisUnavailable) and exc.final else f"{exc}; waiting for it"
 
     tick()
     return keep_trying(lambda: None if stop.is_set() else open_redis(settings), RedisUnavailable,
@@ -149,6 +165,8 @@ def reason_for(exc: BaseException) -> str:
         return "Redis refuses writes: it reached its maxmemory (free memory there or raise maxmemory)"
     if isinstance(exc, ReadOnlyError):
         return "Redis is a read-only replica now (failover?): waiting for a writable primary"
+    if isinstance(exc, MasterNotFoundError):
+        return "the sentinels name no reachable primary (a failover under way?)"
     if isinstance(exc, AuthenticationError) or (
         isinstance(exc, ResponseError) and text.startswith(("NOAUTH", "WRONGPASS", "AUTH"))
     ):

@@ -66,6 +66,20 @@ local function server_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 """
+# --- epochs that never go backwards (a failover may lose the write that raised one: docs/design.md) -------
+# The next epoch is the server's clock in ms, or one more than the last when the clock is not ahead of it.
+# A BEGIN lost in a failover cannot have its number handed out again: the new primary's clock is past it by
+# then (servers' clocks agree far better than the seconds a failover takes).
+_NEXT_EPOCH = """
+local function next_epoch(job_key)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local epoch = math.max(tonumber(redis.call('HGET', job_key, 'epoch') or '0') + 1, now)
+  redis.call('HSET', job_key, 'epoch', string.format('%d', epoch))
+  return epoch
+end
+"""
+# --- end of epochs ------------------------------------------------------------------------------------------
 _PUSH_BACK = """
 -- Back into RQ's queue (its key names are pinned with rq 3.x), at the front, or into our delayed set.
 local function push_back(job_id, queue, delay_ms, now)
@@ -79,12 +93,12 @@ local function push_back(job_id, queue, delay_ms, now)
 end
 """
 
-BEGIN = _SERVER_MS + """
+BEGIN = _SERVER_MS + _NEXT_EPOCH + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'MISSING'} end
 if is_final(status) then return {'DONE', status} end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+local epoch = next_epoch(KEYS[1])
 local free = tonumber(redis.call('HGET', KEYS[1], 'free') or '0')  -- attempts ended by no fault of the job
 if attempt - free > tonumber(redis.call('HGET', KEYS[1], 'max_attempts')) then
   return {'EXHAUSTED', epoch, attempt}
@@ -293,19 +307,20 @@ return math.max(tonumber(times[1] or '0'), tonumber(times[2] or '0'))
 # new epoch (if it dies before it settles the job, the next reaper claims it again). The caller then decides
 # with the same rules as for any death, from the rule parameters stored with the job, and requeues or parks
 # under that epoch. ARGV: job id, now, events cap, lease ms.
-CLAIM = _RECORD_PEAK + _RECORD_DEATH + """
+CLAIM = _RECORD_PEAK + _RECORD_DEATH + _NEXT_EPOCH + """
 local deadline = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if not deadline or tonumber(deadline) > tonumber(ARGV[2]) then return false end
 if redis.call('HGET', KEYS[1], 'status') ~= RUNNING then
   redis.call('ZREM', KEYS[3], ARGV[1])
   return false
 end
-local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+local lost_epoch = redis.call('HGET', KEYS[1], 'epoch')
+local epoch = next_epoch(KEYS[1])
 local job = redis.call('HMGET', KEYS[1], 'worker', 'host', 'seq', 'queue', 'max_attempts', 'max_stuck',
   'max_mem_stuck', 'on_oom_queue')
 local evidence = cmsgpack.pack({cause = 'lost', worker = job[1], host = job[2], lease_deadline = tonumber(deadline),
   detected_at = tonumber(ARGV[2]), seq = tonumber(job[3] or '0')})
-local counted = record_death(KEYS[1], KEYS[2], ARGV[1], epoch - 1, 'lost', evidence, ARGV[2], '1', '0', ARGV[3], '0',
+local counted = record_death(KEYS[1], KEYS[2], ARGV[1], lost_epoch, 'lost', evidence, ARGV[2], '1', '0', ARGV[3], '0',
   '1')
 redis.call('ZADD', KEYS[3], tonumber(ARGV[2]) + tonumber(ARGV[4]), ARGV[1])  -- ARGV[2]: the server's now
 return {epoch, counted[1], counted[2], counted[3], counted[4], evidence, job[4], job[5], job[6] or '3',
@@ -316,13 +331,13 @@ return {epoch, counted[1], counted[2], counted[3], counted[4], evidence, job[4],
 # attempts, out of RQ's failed registry and back at the front of its queue. Refused (NO_RQ_RECORD, nothing
 # written) when RQ's record of the job is gone: the caller rebuilds it first.
 # ARGV: now, more attempts, job id, events cap, restart (0/1: drop the checkpoint too)
-RELEASE = _PUSH_BACK + """
+RELEASE = _PUSH_BACK + _NEXT_EPOCH + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 'MISSING' end
 if status == COMPLETED or status == QUEUED then return status end
 local rq_job = 'rq:job:' .. ARGV[3]
 if redis.call('EXISTS', rq_job) == 0 then return 'NO_RQ_RECORD' end
-redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+next_epoch(KEYS[1])
 local counted = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0') - tonumber(redis.call('HGET', KEYS[1], 'free') or '0')
 redis.call('HSET', KEYS[1], 'status', QUEUED, 'stuck', 0, 'mem_stuck', 0,
   'max_attempts', counted + tonumber(ARGV[2]))

@@ -13,6 +13,7 @@ from ..errors import CorruptCheckpoint, StaleAttempt
 from ..model import Attempt, Cause, Checkpoint, Claim, Death, DeathCount, JobOptions, JobStatus
 from . import keys
 from .codec import decode, decode_fields, encode
+from .durability import Durability, DurableWriter, Mark
 from .scripts import (
     BEGIN,
     CLAIM,
@@ -33,6 +34,7 @@ from .scripts import (
 )
 
 _BINARY_FIELDS = {b"result", b"last_death", b"call"}  # msgpack, not text
+BEGUN = ("OK", "EXHAUSTED")  # BEGIN's verdicts that hand out an epoch
 # A stream's entries as our clients (decode_responses=False) return them; redis-py types them more broadly.
 StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 
@@ -47,6 +49,7 @@ class Store:
     def __init__(self, connection: redis.Redis, settings: Settings | None = None) -> None:
         settings = settings or Settings()
         self.r = connection
+        self.durable = DurableWriter(connection, Durability.of(settings))  # BEGIN, CLAIM, FINISH, asked saves
         self.lease_ms = int(settings.lease_ttl * 1000)
         self.checkpoint_history = settings.checkpoint_history
         self.event_history = settings.event_history
@@ -100,8 +103,11 @@ class Store:
         args: list[Any] = [worker, host, now_ms(), self.event_history, self.lease_ms, job_id]
         for name, value in facts.items():
             args += [name, value]
-        reply = self._begin(keys=[keys.job(job_id), keys.events(job_id), keys.LEASES, keys.checkpoint(job_id)],
-                            args=args)
+        reply = self.durable.write(self._begin,
+                                   [keys.job(job_id), keys.events(job_id), keys.LEASES, keys.checkpoint(job_id)], args,
+                                   f"the start of job {job_id}",
+                                   lambda r: _epoch_mark(job_id, r[1]) if _text(r[0]) in BEGUN else None,
+                                   lambda r: self._keep_lease(job_id, r[1]))
         verdict = _text(reply[0])
         if verdict == "MISSING":
             return verdict, ""
@@ -115,14 +121,18 @@ class Store:
         return _checkpoint(self.r.hmget(keys.checkpoint(job_id), "seq", "data", "saved_at"))
 
     def save_checkpoint(self, attempt: Attempt, data: bytes, done: int | None = None,
-                        total: int | None = None) -> int:
-        """Persist a checkpoint under the attempt's epoch; the new seq."""
+                        total: int | None = None, durable: bool = False) -> int:
+        """Persist a checkpoint under the attempt's epoch; the new seq. `durable`: as BEGIN and FINISH are
+        (RESILIENT_DURABILITY)."""
         job_id = attempt.job_id
-        reply = self._save(
-            keys=[keys.job(job_id), keys.checkpoint(job_id), keys.checkpoint_history(job_id), keys.LEASES],
-            args=[attempt.epoch, data, now_ms(), "" if done is None else done,
-                  "" if total is None else total, self.checkpoint_history, self.lease_ms, job_id],
-        )
+        script_keys = [keys.job(job_id), keys.checkpoint(job_id), keys.checkpoint_history(job_id), keys.LEASES]
+        args: list[Any] = [attempt.epoch, data, now_ms(), "" if done is None else done,
+                           "" if total is None else total, self.checkpoint_history, self.lease_ms, job_id]
+        if not durable:
+            return int(_fenced(self._save(keys=script_keys, args=args), attempt))
+        reply = self.durable.write(
+            self._save, script_keys, args, f"checkpoint of job {job_id}",
+            lambda r: None if _text(r) == STALE else (keys.checkpoint(job_id), {"epoch": attempt.epoch, "seq": r}))
         return int(_fenced(reply, attempt))
 
     def set_fields(self, attempt: Attempt, **fields: Any) -> None:
@@ -147,9 +157,10 @@ class Store:
                            self.keep_failed]
         for name, value in fields.items():
             args += [name, value]
-        reply = self._finish(
-            keys=[keys.job(job_id), keys.events(job_id), keys.PARKED, keys.LEASES], args=args
-        )
+        reply = self.durable.write(
+            self._finish, [keys.job(job_id), keys.events(job_id), keys.PARKED, keys.LEASES], args,
+            f"the end ({event}) of job {job_id}",
+            lambda r: None if _text(r) == STALE else (keys.job(job_id), {"epoch": attempt.epoch, "status": status}))
         _fenced(reply, attempt)
 
     def record_death(self, attempt: Attempt, death: Death) -> DeathCount:
@@ -205,6 +216,11 @@ class Store:
                             args=[attempt.epoch, self.lease_ms, attempt.job_id])
         return int(_fenced(reply, attempt))
 
+    def _keep_lease(self, job_id: str, epoch: Any) -> None:
+        """While a durable BEGIN or CLAIM waits for a replica, the lease it took must not run out: a reaper
+        would take the job over meanwhile. (STALE: the write is gone, which the confirmation reports.)"""
+        self._renew(keys=[keys.job(job_id), keys.LEASES], args=[epoch, self.lease_ms, job_id])
+
     def add_memory_sample(self, attempt: Attempt, rss: int, level: str, cap: int) -> None:
         """One point of the attempt's memory history (its own capped stream). It expires like a failed job's
         keys however the job ends (FINISH sets the job's own retention; a sample after it sets this again)."""
@@ -232,8 +248,10 @@ class Store:
     def claim_lost(self, job_id: str, at_ms: int) -> Claim | None:
         """Take over an expired attempt (one caller wins) and record its `lost` death; the caller settles
         the job (attempt.settle). None when the lease is not expired, or gone."""
-        reply = self._claim(keys=[keys.job(job_id), keys.events(job_id), keys.LEASES],
-                            args=[job_id, at_ms, self.event_history, self.lease_ms])
+        reply = self.durable.write(self._claim, [keys.job(job_id), keys.events(job_id), keys.LEASES],
+                                   [job_id, at_ms, self.event_history, self.lease_ms], f"the claim of job {job_id}",
+                                   lambda r: _epoch_mark(job_id, r[0]) if r else None,
+                                   lambda r: self._keep_lease(job_id, r[0]))
         if not reply:
             return None
         epoch, stuck, mem_stuck, seq, attempt, evidence, queue, max_attempts, max_stuck, max_mem, oom_queue = reply
@@ -357,6 +375,11 @@ def _fenced(reply: Any, attempt: Attempt) -> Any:
         raise StaleAttempt(f"attempt {attempt.attempt} (epoch {attempt.epoch}) of job {attempt.job_id} is "
                            "superseded or the job has ended; nothing written")
     return reply
+
+
+def _epoch_mark(job_id: str, epoch: Any) -> Mark:
+    """What shows that BEGIN or CLAIM wrote: the job hash holds the epoch it handed out."""
+    return keys.job(job_id), {"epoch": epoch}
 
 
 def _checkpoint(values: list[Any]) -> Checkpoint | None:

@@ -63,6 +63,26 @@ def test_stale_epoch_writes_nothing(client):
     assert client.store.result_bytes("j1") is None
 
 
+def test_epochs_come_from_the_server_clock_and_never_go_back(client, redis_client):
+    """The next epoch is the server's ms, or one more than the last: the number a BEGIN lost in a failover
+    handed out is below the next primary's clock by then, so it is not handed out again. CLAIM and RELEASE
+    take theirs the same way."""
+    store = client.store
+    store.create_job("j1", "x.y", "tests", 10)
+    _, first = store.begin_attempt("j1", "w1", "h")
+    server_ms = store.server_ms()
+    assert server_ms - 5000 < first.epoch <= server_ms
+    _, second = store.begin_attempt("j1", "w2", "h")
+    assert second.epoch > first.epoch
+    redis_client.hset("resilient:job:j1", "epoch", server_ms + 10**6)  # an epoch ahead of this clock
+    _, third = store.begin_attempt("j1", "w3", "h")
+    assert third.epoch == server_ms + 10**6 + 1
+    claim = store.claim_lost("j1", server_ms + 10**6)  # its lease deadline has passed by then
+    assert claim is not None and claim.attempt.epoch == third.epoch + 1
+    lost = [e for e in store.events("j1") if e["type"] == "died"]
+    assert [int(e["epoch"]) for e in lost] == [third.epoch]
+
+
 def test_sigterm_requeues_job_with_checkpoint_and_exits_zero(client, start_worker, redis_url, redis_client):
     """SIGTERM: the job checkpoints at its next safe point, goes back to the front, the worker exits 0."""
     worker = start_worker("--shutdown-grace", "10")
