@@ -142,14 +142,18 @@ def grow_without_safe_points(ctx: resilient.Context, mb_per_step: int = 2) -> di
 @resilient.job(queue="tests", checkpoint_every=0.1)
 def quiet_sum(ctx: resilient.Context, n: int, delay: float = 0.01) -> int:
     """Sums range(n) slowly, touching Redis only through ctx (so only resilient's own retries matter)."""
+    return _sum_slowly(ctx, n, delay)
+
+
+def _sum_slowly(ctx: resilient.Context, n: int, delay: float, durable_every: int = 0) -> int:
     state = ctx.checkpoint or {"i": 0, "total": 0}
     i, total = state["i"], state["total"]
     while i < n:
         time.sleep(delay)
         total += i
         i += 1
-        ctx.save({"i": i, "total": total})
-    return total
+        ctx.save({"i": i, "total": total}, durable=bool(durable_every) and i % durable_every == 0)
+    return int(total)
 
 
 @resilient.job(queue="chaos", checkpoint_every=0.1, max_attempts=100, max_deaths_without_progress=5)
@@ -306,11 +310,4 @@ def calm_batches(ctx: resilient.Context, n: int, mb: int, steps: int = 5, delay:
 @resilient.job(queue="failover", checkpoint_every=0.1, max_attempts=50)
 def durable_sum(ctx: resilient.Context, n: int, delay: float = 0.01, durable_every: int = 25) -> int:
     """quiet_sum whose every `durable_every`-th checkpoint is durable (ctx.save(durable=True))."""
-    state = ctx.checkpoint or {"i": 0, "total": 0}
-    i, total = state["i"], state["total"]
-    while i < n:
-        time.sleep(delay)
-        total += i
-        i += 1
-        ctx.save({"i": i, "total": total}, durable=i % durable_every == 0)
-    return total
+    return _sum_slowly(ctx, n, delay, durable_every)
