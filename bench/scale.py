@@ -36,6 +36,7 @@ from rq.registry import FinishedJobRegistry
 
 from resilient import Client
 from resilient.config import Settings
+from resilient.model import Attempt
 from resilient.ops import report, top
 from resilient.runtime.rqjob import rq_queue
 from resilient.runtime.supervisor import Reaper
@@ -156,18 +157,20 @@ class _Queued:
 def _pipelined(store: Store, pipe: Any) -> Store:
     """The same Store, its attempt scripts queued on `pipe` (a fresh job's first attempt is epoch 1)."""
     batch = copy.copy(store)
-    batch._begin = _Queued(store._begin, pipe, [b"OK", 1, 1], lambda r: r[:3] == [b"OK", 1, 1])  # type: ignore
+    # the epoch is the server's to hand out: the Attempt made from this stand-in reply is not used
+    batch._begin = _Queued(store._begin, pipe, [b"OK", 1, 1], lambda r: r[0] == b"OK")  # type: ignore
     batch._save = _Queued(store._save, pipe, 1, lambda r: r == 1)  # type: ignore
     batch._finish = _Queued(store._finish, pipe, b"OK", lambda r: r == b"OK")  # type: ignore
     return batch
 
 
-def _run(pipe: Any, checks: list[Callable[[Any], bool]]) -> None:
-    """Run a pipeline; each reply with a check (None: no check) must pass it."""
-    replies = pipe.execute()
+def _run(pipe: Any, checks: list[Callable[[Any], bool]]) -> list[Any]:
+    """Run a pipeline; each reply with a check (None: no check) must pass it. The replies."""
+    replies: list[Any] = pipe.execute()
     bad = [reply for reply, check in zip(replies, checks) if check is not None and not check(reply)]
     if bad:
         raise BenchError(f"{len(bad)} writes of the fill were refused, e.g. {bad[0]!r}")
+    return replies
 
 
 class _Pipe:
@@ -194,26 +197,27 @@ class _Pipe:
         job_id, options, settings = uuid.uuid4().hex, SPEC.options, self.client.settings
         rq_job = self.queue.create_job(SPEC.name, args=(), kwargs={}, job_id=job_id, timeout=options.timeout,
                                        result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl)
+        self.queue._prepare_for_queue(rq_job)  # as Client.enqueue does
         self.store.create_job(job_id, SPEC.name, options.queue, options.max_attempts,
                               options.max_deaths_without_progress, pipeline=self.pipe,
-                              call={"args": [], "kwargs": {}, "timeout": options.timeout},
+                              call=encode({"args": [], "kwargs": {}, "timeout": options.timeout}),
                               max_mem_stuck=options.max_memory_deaths_at_same_checkpoint,
-                              on_oom_queue=options.on_oom_queue, keep=options.keep)
-        if push:
-            self.queue.enqueue_job(rq_job, pipeline=self.pipe)
-        else:
+                              on_oom_queue=options.on_oom_queue, keep=options.keep,
+                              rq_fields=rq_job.to_dict() if push else None)
+        if not push:
             rq_job.save(pipeline=self.pipe)
         self._mark()
         return job_id, rq_job
 
-    def begin(self, job_id: str, rq_job: Job, store: Store | None = None) -> tuple[Any, Execution]:
-        """What a worker writes as an attempt starts: RQ's started job and execution, and our BEGIN."""
+    def begin(self, job_id: str, rq_job: Job, store: Store | None = None) -> tuple[int, Execution]:
+        """What a worker writes as an attempt starts: RQ's started job and execution, and our BEGIN. The
+        index of BEGIN's reply in the run's replies (its epoch is only known then)."""
         rq_job.prepare_for_execution(WORKER, pipeline=self.pipe)
         execution = Execution.create(rq_job, 600, pipeline=self.pipe, worker_name=WORKER)
         store = store or self.store
-        _, attempt = store.begin_attempt(job_id, WORKER, HOST, **FACTS)
+        store.begin_attempt(job_id, WORKER, HOST, **FACTS)
         self._mark(store._begin.check)  # type: ignore[attr-defined]
-        return attempt, execution
+        return len(self.pipe.command_stack) - 1, execution
 
     def finish(self, attempt: Any, execution: Execution, rq_job: Job, checkpoint: bool = False) -> None:
         """A job that returned None (and saved once, if `checkpoint`): our SAVE and FINISH, then RQ's success
@@ -227,12 +231,13 @@ class _Pipe:
         rq_success(rq_job, execution, self.client.settings.result_ttl, self.pipe)
         self._mark()
 
-    def run(self) -> None:
+    def run(self) -> list[Any]:
         self._mark()
-        _run(self.pipe, self.checks)
+        replies = _run(self.pipe, self.checks)
         self.pipe.reset()
         self.pipe.multi()
         self.checks = []
+        return replies
 
 
 def rq_success(job: Job, execution: Execution, ttl: int, pipe: Any) -> None:
@@ -261,13 +266,22 @@ def enqueue_many(client: Client, count: int) -> list[str]:
 
 
 def finish_many(client: Client, count: int, checkpoint: bool = False) -> list[str]:
-    """`count` jobs enqueued, begun and completed."""
-    def one(p: _Pipe) -> str:
-        job_id, rq_job = p.create(push=False)
-        attempt, execution = p.begin(job_id, rq_job)
-        p.finish(attempt, execution, rq_job, checkpoint)
-        return job_id
-    return _batched(count, client, one)
+    """`count` jobs enqueued, begun and completed: per batch, one pipeline begins them, a second (with the
+    epochs BEGIN handed out) finishes them."""
+    ids: list[str] = []
+    for start in range(0, count, BATCH):
+        batch = _Pipe(client)
+        begun = []
+        for _ in range(min(BATCH, count - start)):
+            job_id, rq_job = batch.create(push=False)
+            begun.append((job_id, rq_job, *batch.begin(job_id, rq_job)))
+        replies = batch.run()
+        for job_id, rq_job, index, execution in begun:
+            attempt = Attempt(job_id, int(replies[index][1]), int(replies[index][2]), None)
+            batch.finish(attempt, execution, rq_job, checkpoint)
+        batch.run()
+        ids += [job_id for job_id, *_ in begun]
+    return ids
 
 
 def lease_many(client: Client, count: int, store: Store | None = None) -> list[str]:
