@@ -104,7 +104,8 @@ class ResilientWorker(Worker):
         except WriteLost as exc:  # the new primary never saw this start: the job is as it was before it
             self.memory.release_seat()
             log.warning("job %s not started: %s; back to its queue unless it is there already", job.id, exc)
-            self._despite_redis_away(f"requeue job {job.id}", lambda: self.store.rescue_stranded(job.id, queue.name))
+            self._despite_redis_away(f"requeue job {job.id}",
+                                     lambda: self.store.rescue_stranded(job.id, queue.name, taken=True))
             return
         except BaseException:
             self.memory.release_seat()

@@ -236,7 +236,8 @@ return #due
 """
 
 # A queue entry stranded in RQ's intermediate list (its worker died between taking it and starting it):
-# back to the front of its queue, if it is still ours to move. ARGV: job id, queue.
+# back to the front of its queue, if it is still ours to move. ARGV: job id, queue, and '1' when the caller
+# took the job and could not start it (a multi-queue worker's BLPOP leaves no intermediate entry).
 RESCUE = _PUSH_BACK + """
 if redis.call('HGET', job_key(ARGV[1]), 'status') ~= QUEUED then return 0 end
 if redis.call('ZSCORE', LEASES, ARGV[1]) or redis.call('ZSCORE', DELAYED, ARGV[1]) then
@@ -246,7 +247,7 @@ if redis.call('LPOS', rq_queue_key(ARGV[2]), ARGV[1]) then  -- it is queued alre
   redis.call('LREM', rq_intermediate_key(ARGV[2]), 0, ARGV[1])
   return 0
 end
-if redis.call('LREM', rq_intermediate_key(ARGV[2]), 0, ARGV[1]) == 0 then return 0 end
+if redis.call('LREM', rq_intermediate_key(ARGV[2]), 0, ARGV[1]) == 0 and ARGV[3] ~= '1' then return 0 end
 push_back(ARGV[1], ARGV[2], 0, 0)
 return 1
 """

@@ -189,8 +189,10 @@ class Store:
         queues; how many were due."""
         return int(self._promote(args=["" if at_ms is None else at_ms, self.keep_failed * 1000]))
 
-    def rescue_stranded(self, job_id: str, queue: str) -> bool:
-        return bool(self._rescue(args=[job_id, queue]))
+    def rescue_stranded(self, job_id: str, queue: str, taken: bool = False) -> bool:
+        """`taken`: this caller took the job off its queue and did not start it (put back even when RQ's
+        intermediate list does not hold it)."""
+        return bool(self._rescue(args=[job_id, queue, int(taken)]))
 
     def turn_away(self, job_id: str, from_queue: str, reason: str, to_queue: str | None) -> bool:
         """A job that cannot fit under this worker's limit, before any attempt: to the front of `to_queue`,

@@ -195,6 +195,23 @@ def test_a_durable_write_lost_before_a_replica_had_it_is_reported(replicated: Se
     assert "the end (completed) of job j was lost in a failover before any replica had it" in str(outcome[0])
 
 
+def test_a_start_lost_in_a_failover_puts_the_job_back_once(client, redis_client):
+    """A multi-queue worker's BLPOP leaves no intermediate entry: when the BEGIN that followed it is lost (the new
+    primary has the dequeue, not the start), the worker puts the job back at the front of its queue, unless it is
+    there already (the dequeue was lost too), or someone else began it."""
+    client.store.create_job("j", "testjobs.durable_sum", "failover", 10)
+    queue = "rq:queue:failover"
+    assert client.store.rescue_stranded("j", "failover") is False  # not taken by this caller: left alone
+    assert client.store.rescue_stranded("j", "failover", taken=True) is True
+    assert redis_client.lrange(queue, 0, -1) == [b"j"]
+    assert client.store.rescue_stranded("j", "failover", taken=True) is False  # queued already: no second entry
+    assert redis_client.lrange(queue, 0, -1) == [b"j"]
+    redis_client.delete(queue)
+    client.store.begin_attempt("j", "w", "h")
+    assert client.store.rescue_stranded("j", "failover", taken=True) is False  # another attempt owns it
+    assert redis_client.llen(queue) == 0
+
+
 def test_durable_write_cost(replicated: SentinelSet):
     """What WAIT 1 adds to a checkpoint save with one replica on loopback (printed; docs/design.md quotes it)."""
     store, attempt = _begun(replicated)
