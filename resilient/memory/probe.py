@@ -29,6 +29,14 @@ def read_rss(statm: str = "/proc/self/statm") -> int:
     return int(data.split()[1]) * PAGE_SIZE
 
 
+def read_rss_of(pid: int) -> int:
+    """Process `pid`'s RSS in bytes; 0 when it is gone or unreadable (it may end between two reads)."""
+    try:
+        return read_rss(f"/proc/{pid}/statm")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def read_peak_rss(pid: int) -> int:
     """The highest RSS process `pid` has had (VmHWM), in bytes; 0 when it is gone or unreadable."""
     try:

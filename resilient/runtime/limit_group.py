@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 from ..config import format_size
 from ..memory.limits import Limit
-from ..memory.probe import read_peak_rss, read_rss
+from ..memory.probe import read_peak_rss, read_rss, read_rss_of
 from ..model import Level
 from ..ops.health import private_dir
 
@@ -155,32 +155,40 @@ class LimitGroup:
         self.path = directory / gid
 
     # --- the worker parent --------------------------------------------------------------------
-    def admit(self, worker_pid: int, job_id: str, need: Need, soft: float, hard: float) -> bool:
-        """Take a seat for `job_id` if it fits the group's headroom now (see fits)."""
+    def admit(self, worker_pid: int, job_id: str, need: Need | None, soft: float, hard: float) -> bool | None:
+        """Take a seat for `job_id` if it fits the group's headroom now (see fits). `need` None means not
+        declared: alone, the job takes its seat; with others present, nothing is taken and the answer is
+        None, asking for the expected peak (learned from Redis, which must not be read under the lock)."""
         base = read_rss()
         with self._state() as state:
-            if not self._fits(state, worker_pid, need, base, soft, hard):
+            if need is None:
+                if self._others(state, worker_pid):
+                    return None
+                need = Need(None)
+            elif not self._fits(state, worker_pid, need, base, soft, hard):
                 return False
             seat = Seat(worker_pid, job_id, base=base, expected=need.expected or 0)
             state["members"][str(worker_pid)] = asdict(seat)
             return True
 
-    def fits_now(self, worker_pid: int, need: Need, soft: float, hard: float) -> bool:
+    def headroom(self, worker_pid: int, need: Need, soft: float, hard: float) -> tuple[bool, set[tuple[int, str]]]:
+        """One look, no seat taken: would a job of this need be admitted now, and who holds the seats
+        ((worker pid, job id): what changes when one leaves or comes)."""
         with self._state(write=False) as state:
-            return self._fits(state, worker_pid, need, read_rss(), soft, hard)
+            fits_now = self._fits(state, worker_pid, need, read_rss(), soft, hard)
+            seats = self._seats(state["members"]).values()
+            return fits_now, {(seat.worker_pid, seat.job_id) for seat in seats}
 
     def _fits(self, state: dict[str, Any], worker_pid: int, need: Need, base: int, soft: float,
               hard: float) -> bool:
         """Alone in the group, any job may start (one that cannot fit alone is turned away before)."""
-        others = [seat for pid, seat in self._seats(state["members"]).items() if pid != worker_pid]
+        others = self._others(state, worker_pid)
         limit = self._limit().bytes
         return not others or fits(need.expected, self._usage(), others, base, int(soft * limit),
                                   int(hard * limit), need.lower_bound)
 
-    def others_present(self, worker_pid: int) -> bool:
-        """Another worker of the group holds a seat (so admission must look at the headroom)."""
-        with self._state(write=False) as state:
-            return any(int(pid) != worker_pid for pid in self._live(state["members"]))
+    def _others(self, state: dict[str, Any], worker_pid: int) -> list[Seat]:
+        return [seat for pid, seat in self._seats(state["members"]).items() if pid != worker_pid]
 
     def leave(self, worker_pid: int) -> dict[str, Any]:
         """The worker's horse is gone (or never started): free its seat. Returns the facts of the group a
@@ -292,7 +300,7 @@ class LimitGroup:
     @staticmethod
     def _seat_of(value: dict[str, Any]) -> Seat:
         horse = int(value.get("horse_pid", 0))
-        rss = _rss_of(horse) if horse else int(value.get("base", 0))
+        rss = read_rss_of(horse) if horse else int(value.get("base", 0))
         age = time.time() - float(value.get("checkpoint_at", 0.0)) if horse else 0.0
         return Seat(int(value["worker_pid"]), str(value.get("job_id", "")), horse, rss,
                     int(value.get("base", 0)), int(value.get("expected", 0)), read_peak_rss(horse) if horse else 0,
@@ -331,10 +339,3 @@ def _read(fd: int) -> dict[str, Any]:
 
 def _alive(pid: int) -> bool:
     return pid > 0 and os.path.exists(f"/proc/{pid}")
-
-
-def _rss_of(pid: int) -> int:
-    try:
-        return read_rss(f"/proc/{pid}/statm")
-    except (OSError, ValueError, IndexError):
-        return 0

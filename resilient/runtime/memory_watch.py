@@ -14,7 +14,7 @@ from ..errors import CgroupUnavailable
 from ..memory import cgroup as cgroups
 from ..memory.governor import Governor
 from ..memory.limits import Limit, discover_limit, usage_reader
-from ..memory.probe import kernel_oom_line, read_pressure, read_rss
+from ..memory.probe import kernel_oom_line, read_pressure, read_rss, read_rss_of
 from ..model import LEVELS, Level, Thresholds
 from .limit_group import LimitGroup, Need, group_id
 
@@ -123,37 +123,24 @@ class MemoryWatcher:
         """For `resilient status`: usage against L and the level; the horse's RSS (its share of the usage);
         under a shared limit, the group's id and how often it chose a horse to step aside ("" and 0 alone)."""
         level = self.level()
-        horse_rss = 0
-        if horse_pid:
-            try:
-                horse_rss = read_rss(f"/proc/{horse_pid}/statm")
-            except (OSError, ValueError, IndexError):  # the horse has just ended
-                pass
+        horse_rss = read_rss_of(horse_pid) if horse_pid else 0
         group = self.group
         return {"rss": self._watch.usage, "limit": self.limit.bytes, "limit_source": self.limit.source,
                 "level": level, "soft": self.settings.soft, "hard": self.settings.hard, "horse_rss": horse_rss,
                 "group": group.gid if group else "", "step_asides": group.preemptions() if group else 0}
 
-    def admit(self, job_id: str, need: Need) -> bool:
-        """Take a seat in the limit group if the job fits its headroom (always, for a worker alone)."""
+    def admit(self, job_id: str, need: Need | None) -> bool | None:
+        """Take a seat in the limit group if the job fits its headroom (always, for a worker alone).
+        None: the job's need was not declared and others are present; call again with its expected peak."""
         if self.group is None:
             return True
         return self.group.admit(self.worker_pid, job_id, need, self.settings.soft, self.settings.hard)
 
-    def fits(self, need: Need) -> bool:
-        """Would a job of this expected peak be admitted now (a look, no seat taken)?"""
+    def headroom(self, need: Need) -> tuple[bool, set[tuple[int, str]]]:
+        """Would a job of this need be admitted now (a look, no seat taken), and who holds the seats."""
         if self.group is None:
-            return True
-        return self.group.fits_now(self.worker_pid, need, self.settings.soft, self.settings.hard)
-
-    def group_members(self) -> set[tuple[int, str]]:
-        """(worker pid, job id) of every seat in the group: what changes when one leaves or comes."""
-        if self.group is None:
-            return set()
-        return {(seat.worker_pid, seat.job_id) for seat in self.group.members()}
-
-    def has_neighbours(self) -> bool:
-        return self.group is not None and self.group.others_present(self.worker_pid)
+            return True, set()
+        return self.group.headroom(self.worker_pid, need, self.settings.soft, self.settings.hard)
 
     def release_seat(self) -> dict[str, Any]:
         """The horse is gone: give the seat back; the group facts a death is judged by ({} alone)."""

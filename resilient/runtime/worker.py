@@ -203,12 +203,15 @@ class ResilientWorker(Worker):
         """Under a limit shared with other workers, a job starts only when its expected peak fits the
         group's headroom; otherwise it goes back to the front of its queue (where a worker under another
         limit may take it) and this worker waits for the group to change before it takes another."""
-        need = Need(spec.options.memory)
-        if self.memory.has_neighbours() and not need.expected:
+        need = Need(spec.options.memory) if spec.options.memory else None
+        admitted = self.memory.admit(job.id, need)
+        if admitted is None:  # neighbours present: the job's expected peak decides
             need = expected_peak(None, *self.store.peaks(job.id, spec.name))
-        if self.memory.admit(job.id, need):
+            admitted = self.memory.admit(job.id, need)
+        if admitted:
             self._waiting_for = None
             return True
+        need = need or Need(None)
         self._hand_back(job, queue)
         self._waiting_for = (job.id, need)
         self.headroom_waits += 1
@@ -224,13 +227,14 @@ class ResilientWorker(Worker):
         if self._waiting_for is None:
             return
         _, need = self._waiting_for
-        members = self.memory.group_members()
+        _, members = self.memory.headroom(need)
         deadline = time.monotonic() + HEADROOM_PATIENCE
         self._our_beat_at = float("-inf")  # publish the wait at once
         while not self.stopping and time.monotonic() < deadline:
             self.heartbeat()
             time.sleep(PRESSURE_POLL)
-            if self.memory.fits(need) or self.memory.group_members() != members:
+            fits_now, members_now = self.memory.headroom(need)
+            if fits_now or members_now != members:
                 break
         self._waiting_for = None  # waiting no more: the job may be taken by anyone, this worker included
 

@@ -202,3 +202,17 @@ def test_a_dead_workers_seat_is_not_counted(tmp_path, processes):
     me = processes()
     assert group.admit(me, "next", Need(None), 0.7, 0.85), "a SIGKILLed worker's seat kept the group full"
     assert [s.job_id for s in group.members()] == ["next"]
+
+
+def test_an_undeclared_job_asks_for_its_expected_peak_only_when_it_has_neighbours(tmp_path, processes):
+    """Alone, a job with no declared memory takes its seat at once; beside another it takes nothing and the
+    worker is asked for the job's learned peak (read from Redis outside the group's lock)."""
+    usage = [100 * MiB]
+    group = _group(tmp_path, usage)
+    first, second = processes(), processes()
+    assert group.admit(first, "alone", None, 0.7, 0.85) is True
+    assert group.admit(second, "beside", None, 0.7, 0.85) is None
+    assert [s.job_id for s in group.members()] == ["alone"], "asking must not take a seat"
+    assert group.admit(second, "beside", Need(300 * MiB), 0.7, 0.85) is True
+    fits_now, seats = group.headroom(second, Need(2000 * MiB), 0.7, 0.85)
+    assert not fits_now and seats == {(first, "alone"), (second, "beside")}
