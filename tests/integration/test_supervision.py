@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import testjobs
 from conftest import ROOT, wait_until
@@ -20,16 +21,18 @@ LEASE_TTL = 2.0
 
 
 def test_whole_worker_sigkill_resumes_on_another_worker(client, start_worker, redis_url, redis_client, tmp_path):
-    """SIGKILL parent and horse: within lease_ttl + 1 s the job is requeued; another worker finishes it."""
-    first = start_worker("--lease-ttl", str(LEASE_TTL))
-    handle = testjobs.count_items.enqueue_call((redis_url, 300, 0.01), client=client)
-    wait_until(lambda: int(client.store.job_fields(handle.id).get("seq", 0)) >= 3, what="checkpoints")
-    horse = int(client.store.job_fields(handle.id)["horse_pid"])
-    os.kill(first.pid, signal.SIGKILL)
-    killed_at = now_ms()
-    wait_until(lambda: not _alive(horse), timeout=5, what="the horse to die with its parent")
-    supervisor = _supervisor(redis_url, tmp_path)
+    """SIGKILL parent and horse: within lease_ttl + 1 s a running supervisor requeues the job; another worker
+    finishes it."""
+    supervisor, armed_at = _armed_supervisor(redis_url, tmp_path)
     try:
+        first = start_worker("--lease-ttl", str(LEASE_TTL))
+        handle = testjobs.count_items.enqueue_call((redis_url, 300, 0.01), client=client)
+        wait_until(lambda: int(client.store.job_fields(handle.id).get("seq", 0)) >= 3, what="checkpoints")
+        horse = int(client.store.job_fields(handle.id)["horse_pid"])
+        wait_until(lambda: time.monotonic() >= armed_at, what="the supervisor to have watched a lease period")
+        os.kill(first.pid, signal.SIGKILL)
+        killed_at = now_ms()
+        wait_until(lambda: not _alive(horse), timeout=5, what="the horse to die with its parent")
         start_worker("--lease-ttl", str(LEASE_TTL))
         assert handle.result(timeout=60) == sum(range(300))
     finally:
@@ -69,10 +72,16 @@ def test_two_reapers_requeue_each_lost_job_exactly_once(client, redis_url, redis
     assert all(client.store.job_fields(f"lost-{i}")["status"] == "queued" for i in range(100))
 
 
-def _supervisor(url: str, cwd) -> subprocess.Popen:
+def _armed_supervisor(url: str, cwd) -> tuple[subprocess.Popen, float]:
+    """A supervisor that has reached Redis, and the monotonic time from which it reaps: a reaper claims
+    expired leases only once it has seen Redis for a whole lease period (an outage is not a death)."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}", "REDIS_URL": url}
-    return subprocess.Popen([sys.executable, "-m", "resilient", "supervisor", "--lease-ttl", str(LEASE_TTL)],
-                            env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = cwd / "supervisor.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "resilient", "supervisor", "--lease-ttl", str(LEASE_TTL)],
+                                   env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    wait_until(lambda: b"reaping every" in log.read_bytes(), what="the supervisor to reach Redis")
+    return process, time.monotonic() + LEASE_TTL
 
 
 def _alive(pid: int) -> bool:
@@ -92,7 +101,7 @@ def test_paused_zombie_writes_nothing_and_goes_on(client, start_worker, redis_ur
     horse = int(client.store.job_fields(handle.id)["horse_pid"])
     for pid in (zombie.pid, horse):
         os.kill(pid, signal.SIGSTOP)
-    supervisor = _supervisor(redis_url, tmp_path)
+    supervisor, _ = _armed_supervisor(redis_url, tmp_path)
     try:
         rescuer = start_worker("--lease-ttl", str(LEASE_TTL))
         assert handle.result(timeout=60) == sum(range(300))
