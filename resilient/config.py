@@ -89,6 +89,8 @@ class Settings:
     keep_failed: int = 30 * 24 * 3600  # ... of a failed or parked job (or its own `keep`, if longer)
     redis_high_water: float = 0.9  # of Redis's maxmemory: above it, enqueue refuses new jobs
     stall_timeout: float = 0.0  # seconds without a checkpoint before a horse counts as hung; 0: never
+    jobs_per_process: int = 1  # jobs one horse runs before it is replaced (1: a fresh fork per job, as rq)
+    recycle_at: float = 0.5  # of L: a reused horse whose RSS after a job is above this is replaced
     # "replica": BEGIN, CLAIM, FINISH and ctx.save(durable=True) return only once a replica has them (WAIT 1),
     # so that a Sentinel failover cannot lose them (storage/durability.py); "none": Redis's own acknowledgement
     durability: str = "none"
@@ -116,6 +118,8 @@ class Settings:
             "retry_backoff": float,
             "retry_backoff_max": float,
             "stall_timeout": float,
+            "jobs_per_process": int,
+            "recycle_at": lambda v: parse_fraction("recycle_at", v),
             "keep": parse_duration,
             "keep_failed": parse_duration,
             "redis_high_water": lambda v: parse_fraction("redis_high_water", v),
@@ -137,6 +141,10 @@ class Settings:
             raise ConfigError(
                 f"memory thresholds must rise: soft {self.soft} < hard {self.hard} < critical {self.critical} <= 1"
             )
+        if self.jobs_per_process < 1:
+            raise ConfigError(f"jobs_per_process must be at least 1, got {self.jobs_per_process}")
+        if not 0 < self.recycle_at <= 1:
+            raise ConfigError(f"recycle_at must be a fraction of the memory limit between 0 and 1, got {self.recycle_at}")
         if self.checkpoint_history < 1:
             raise ConfigError("checkpoint_history must be at least 1")
         if self.durability not in DURABILITIES:

@@ -311,3 +311,14 @@ def calm_batches(ctx: resilient.Context, n: int, mb: int, steps: int = 5, delay:
 def durable_sum(ctx: resilient.Context, n: int, delay: float = 0.01, durable_every: int = 25) -> int:
     """quiet_sum whose every `durable_every`-th checkpoint is durable (ctx.save(durable=True))."""
     return _sum_slowly(ctx, n, delay, durable_every)
+
+
+_KEPT_ACROSS_JOBS: list[bytes] = []  # module state: a reused job process keeps it from one job to the next
+
+
+@resilient.job(queue="tests")
+def keep_in_module(ctx: resilient.Context, mb: int) -> list[int]:
+    """Adds `mb` MiB to a module-level list that is never emptied; returns [its pid, blocks held before]."""
+    before = len(_KEPT_ACROSS_JOBS)
+    _KEPT_ACROSS_JOBS.append(b"x" * (mb * MiB))
+    return [os.getpid(), before]

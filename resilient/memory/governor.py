@@ -149,6 +149,15 @@ class Governor:
         """Also run `task` every `seconds` on the sampling thread (one thread per horse, not two)."""
         self._every, self._every_due = (seconds, task), self._clock() + seconds
 
+    def next_job(self, thresholds: Thresholds) -> None:
+        """A reused horse starts another job: the job's lines, a peak of its own, a fresh critical report;
+        the side task of the last job (its memory history) is dropped."""
+        with self._lock:
+            self.thresholds = thresholds
+            self.peak = self.usage
+            self._critical_reported = False
+            self._every = None
+
     def start(self) -> None:
         """Start sampling in a daemon thread (no-op when already running)."""
         if self._thread is not None and self._thread.is_alive():

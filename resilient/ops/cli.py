@@ -67,6 +67,11 @@ def client_of(ctx: click.Context) -> Client:
 @click.option("--lease-ttl", type=float, default=None, help="Seconds a lost worker's job waits to be reaped (10).")
 @click.option("--stall-timeout", type=float, default=None,
               help="Stop a job that makes no checkpoint for this many seconds (hung); default: never.")
+@click.option("--jobs-per-process", type=int, default=None,
+              help="Jobs one forked process runs before it is replaced (default 1: a fresh fork per job).")
+@click.option("--recycle-at", type=float, default=None,
+              help="With --jobs-per-process: replace the process when its RSS after a job is above this "
+                   "fraction of the memory limit (0.5).")
 @click.option("--reap", is_flag=True, help="Also reap expired leases (as `resilient supervisor` does).")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
 @click.option("--log-level", default="INFO", show_default=True)

@@ -15,6 +15,7 @@ from ..api.context import Context
 from ..api.registry import JobSpec
 from ..config import Settings
 from ..errors import CorruptCheckpoint, StaleAttempt
+from ..memory.probe import read_peak_rss
 from ..model import FINAL_STATUSES, Attempt, Cause, Death, Decision
 from ..ops import metrics
 from ..storage.codec import encode_state
@@ -67,7 +68,7 @@ class AttemptRun:
             MemoryHistory(self.store, attempt, self.memory.governor).start()
         result = self.spec.fn(self.ctx, *args, **kwargs)
         self.store.complete(attempt, encode_state(result, self.settings.max_checkpoint_bytes, "result"),
-                            peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+                            peak_rss=_peak_rss_of_this_job())
         return result
 
     def request_stop(self, reason: str) -> None:
@@ -153,6 +154,11 @@ class AttemptRun:
             return death, None
         return death, deaths.decide(death, count, self.spec.options, queue, backoff_base,
                                     self.settings.retry_backoff_max)
+
+
+def _peak_rss_of_this_job() -> int:
+    """VmHWM: a reused horse starts it afresh for each job (reuse.reset_peak_rss); ru_maxrss cannot be."""
+    return read_peak_rss(os.getpid()) or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def thresholds_of(spec: JobSpec) -> tuple[float | None, float | None, float | None]:

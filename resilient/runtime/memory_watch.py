@@ -181,6 +181,13 @@ class MemoryWatcher:
         self.governor.start()
         return self.governor
 
+    def next_job(self, thresholds: Thresholds) -> None:
+        """In a reused horse, before each job after its first (see in_horse, which arms it for the first)."""
+        if self.governor is not None:
+            self.governor.next_job(thresholds)
+        if self.group is not None:
+            self.group.horse_started(self.worker_pid, os.getpid())
+
     def checkpointed(self) -> None:
         """In the horse, after a checkpoint persisted: the group's victim choice weighs work since then."""
         if self.group is not None:

@@ -58,6 +58,7 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
     try:
         worker.work(burst=burst, logging_level=log_level)
     finally:
+        worker.retire_horse()
         memory.close()
         forget("worker")
     if not worker.ended_cleanly:

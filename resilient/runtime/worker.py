@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, TypeVar, cast
 
 import redis
@@ -23,6 +24,7 @@ from rq.worker import Worker
 from ..api.registry import JobSpec
 from ..config import Settings, format_size
 from ..errors import BadQueueEntry, StaleAttempt, UnknownJob
+from ..memory.probe import read_rss_of
 from ..model import Attempt, Death, Decision, Level
 from ..ops import health, logs, metrics
 from ..storage import keys
@@ -35,6 +37,7 @@ from .attempt import AttemptRun, Outcome, settle, thresholds_of
 from .limit_group import Need, expected_peak
 from .memory_watch import MemoryWatcher
 from .procs import die_with_parent, end_leftovers
+from .reuse import HorseLine, Reaped, attempt_message, attempt_of, reset_peak_rss
 from .rqjob import ResilientJob, rq_keys
 
 log = logging.getLogger("resilient.worker")
@@ -71,6 +74,8 @@ class ResilientWorker(Worker):
         self._reaped: tuple[int, int, Any] | None = None  # the horse's wait4 result until it is handled
         self._waiting_for: tuple[str, Need] | None = None  # a job handed back for lack of headroom
         self.headroom_waits = 0
+        self._line: HorseLine | None = None  # the reused horse, with --jobs-per-process > 1
+        self._horse_lives_on = False  # the last wait ended with the reused horse's "done", not its exit
 
     @property
     def stopping(self) -> bool:
@@ -127,12 +132,40 @@ class ResilientWorker(Worker):
             metrics.checkpoint_age(0.0)  # no job, no age: a stale figure would look like a hung job
             logs.unbind("job_id", "attempt", "epoch", "queue")
             self._run = self._current = self._execution = None
+            self._recycle_if_due()
+
+    def _recycle_if_due(self) -> None:
+        """A reused horse is replaced after --jobs-per-process jobs, or when its RSS after a job is above the
+        recycle line (a fraction of L): memory a job left behind (caches, fragmentation) goes with it."""
+        line = self._line
+        if line is None:
+            return
+        rss, recycle_line = read_rss_of(line.pid), int(self.settings.recycle_at * self.memory.limit.bytes)
+        if line.jobs < self.settings.jobs_per_process and rss <= recycle_line:
+            return
+        why = (f"after {line.jobs} jobs" if line.jobs >= self.settings.jobs_per_process else
+               f"its RSS {format_size(rss)} is above the recycle line {format_size(recycle_line)}")
+        log.info("replacing the job process %d: %s", line.pid, why)
+        self.retire_horse()
+
+    def retire_horse(self) -> None:
+        """End the reused horse, if there is one: it reads the closed line and exits 0."""
+        line, self._line = self._line, None
+        if line is None:
+            return
+        line.close()
+        with contextlib.suppress(ChildProcessError):
+            os.wait4(line.pid, 0)
+        end_leftovers(line.pid, keep=self._own_children())
+        metrics.process_exited(line.pid)
 
     def wait_for_horse(self) -> Any:
-        """Reap the horse, then give its seat back and end what it left. RQ times this wait with SIGALRM
-        and raises from the handler: an alarm landing just after the reap would lose the exit status
-        (the next wait finds no child), so the status is kept on the worker until this call has done
-        everything, and the alarm is cancelled before anything else runs."""
+        """Reap the horse (or, reused, hear its "done"), then give its seat back and end what it left. RQ
+        times this wait with SIGALRM and raises from the handler: an alarm landing just after the reap would
+        lose the exit status (the next wait finds no child), so the status is kept on the worker until this
+        call has done everything, and the alarm is cancelled before anything else runs."""
+        if self._reaped is None and self._line is not None and self._line.pid == self.horse_pid:
+            self._line.wait_done(self._keep_line_news)
         if self._reaped is None:
             with contextlib.suppress(ChildProcessError):  # (RQ's own wait does the same)
                 self._reaped = os.wait4(self.horse_pid, 0)
@@ -141,11 +174,22 @@ class ResilientWorker(Worker):
         self._last_wait_status = status
         if pid and self._run is not None:
             self._run.group_facts = self.memory.release_seat()
-        if pid:
+        if pid and not self._horse_lives_on:
             end_leftovers(pid, keep=self._own_children())
             metrics.process_exited(pid)
-        self._reaped = None
+        self._reaped, self._horse_lives_on = None, False
         return pid, status, rusage
+
+    def _keep_line_news(self, done: dict[str, Any] | None, reaped: Reaped | None) -> None:
+        """What the reused horse's line said: its job is done (it lives on), or it died (reaped, or its pipe
+        closed: reaped next)."""
+        if done is not None:
+            self._reaped, self._horse_lives_on = (self.horse_pid, 0, None), True
+            return
+        self._reaped = reaped
+        if self._line is not None:
+            self._line.close()
+            self._line = None
 
     def _own_children(self) -> set[int]:
         """Children of the parent that are not the job's: RQ's scheduler process, when it runs one."""
@@ -266,16 +310,32 @@ class ResilientWorker(Worker):
 
     # --- horse ----------------------------------------------------------------------------------
     def fork_work_horse(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
+        if self._line is not None:
+            self._hand_to_reused_horse(job, queue, self._line)
+        else:
+            self._fork(job, queue)
+        if self._run is not None:
+            self._run.record_horse(self.horse_pid)
+        if self.stopping:  # asked to stop before the horse existed: tell it now
+            self._ask_horse_to_step_aside()
+
+    def _fork(self, job: ResilientJob, queue: Queue) -> None:
+        self._line = HorseLine() if self.settings.jobs_per_process > 1 else None
         # Stop requests must not reach the horse before it has a handler for them.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             super().fork_work_horse(job, queue)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        if self._run is not None:
-            self._run.record_horse(self.horse_pid)
-        if self.stopping:  # asked to stop before the horse existed: tell it now
-            self._ask_horse_to_step_aside()
+        if self._line is not None:
+            self._line.forked(self.horse_pid)
+
+    def _hand_to_reused_horse(self, job: ResilientJob, queue: Queue, line: HorseLine) -> None:
+        assert self._run is not None and self._execution is not None
+        execution = self._execution
+        line.hand(attempt_message(self._run.attempt, job.id, queue.name, execution.id,
+                                  execution.created_at.timestamp()))
+        self._horse_pid = line.pid  # RQ private (pinned in test_rq_pins): the horse RQ monitors and kills
 
     def main_work_horse(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
         die_with_parent(cast(int, self.pid))  # None only for a worker not prepared for work; ours are
@@ -291,7 +351,46 @@ class ResilientWorker(Worker):
         self.memory.in_horse(on_critical=self._exit_at_critical,
                              thresholds=self.memory.thresholds(*thresholds_of(run.spec)))
         job.runner = run.run
-        super().main_work_horse(job, queue)
+        if self._line is None:
+            super().main_work_horse(job, queue)
+        else:
+            self._serve_jobs(job, queue, self._line)
+
+    def _serve_jobs(self, job: ResilientJob, queue: Queue, line: HorseLine) -> None:
+        """A reused horse: run this job, then each one the parent hands over, until it closes the line. Any
+        death (a control-flow exit, a signal) ends the process, judged by the parent as for a fresh horse."""
+        line.in_horse()
+        random.seed()
+        self._is_horse = True  # RQ private (pinned): what RQ's main_work_horse sets
+        execution = cast(Execution, self.execution)
+        while True:
+            reset_peak_rss()
+            try:
+                self.perform_job(job, queue, execution)
+            except BaseException:  # as RQ's main_work_horse: whatever escapes ends the horse
+                os._exit(1)
+            line.report_done(job.id)
+            message = line.next_job()
+            if message is None:
+                os._exit(0)
+            job, queue, execution = self._take(message)
+
+    def _take(self, message: dict[str, Any]) -> tuple[ResilientJob, Queue, Execution]:
+        """In a reused horse: the job, queue, RQ execution and begun attempt the parent handed over."""
+        job = cast(ResilientJob, self.job_class.fetch(message["job"], connection=self.connection,
+                                                      serializer=self.serializer))
+        queue = next(q for q in self.queues if q.name == message["queue"])
+        execution_id, started_at = message["execution"]
+        execution = Execution(execution_id, job.id, self.connection, worker_name=self.name)
+        execution.created_at = execution.last_heartbeat = datetime.fromtimestamp(started_at, timezone.utc)
+        self.executions = {execution.id: execution}
+        spec = job.spec()
+        self._run = run = AttemptRun(attempt_of(message), spec, self.store, self.memory, self.settings,
+                                     self.name, self.host)
+        self.memory.next_job(self.memory.thresholds(*thresholds_of(spec)))
+        os.environ["RQ_JOB_ID"] = job.id
+        job.runner = run.run
+        return job, queue, execution
 
     def _horse_stop_requested(self, signum: int, frame: Any) -> None:
         if self._run is not None:
