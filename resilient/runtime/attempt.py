@@ -44,6 +44,7 @@ class AttemptRun:
         self.ctx: Context | None = None
         self.stop_pending: str | None = None
         self.group_facts: dict[str, Any] = {}  # the limit group as it was when the horse ended
+        self.jobs_in_process = 1  # a reused horse: the jobs its process has run, this one included
 
     @classmethod
     def begin(cls, job_id: str, spec: JobSpec, store: Store, memory: MemoryWatcher, settings: Settings,
@@ -137,7 +138,9 @@ class AttemptRun:
         killed = os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) == signal.SIGKILL
         evidence.update(self.memory.evidence(before, after, fields, job_pid=pid, killed=killed))
         evidence.update(done=int(fields.get("done", 0)), checkpoint_done=int(fields.get("ckpt_done", 0)))
-        evidence.update(cause=cause, attempt=attempt.attempt, worker=self.worker, host=self.host)
+        evidence.update(cause=cause, attempt=attempt.attempt, worker=self.worker, host=self.host, pid=pid)
+        if self.jobs_in_process > 1:  # module state and memory left by earlier jobs were there too
+            evidence["earlier_jobs_in_process"] = self.jobs_in_process - 1
         if cause == Cause.STALLED:
             evidence.update(checkpoint_age=self.stalled_for, stall_timeout=self.settings.stall_timeout)
         evidence.update(self.group_facts)

@@ -336,6 +336,7 @@ class ResilientWorker(Worker):
         line.hand(attempt_message(self._run.attempt, job.id, queue.name, execution.id,
                                   execution.created_at.timestamp()))
         self._horse_pid = line.pid  # RQ private (pinned in test_rq_pins): the horse RQ monitors and kills
+        self._run.jobs_in_process = line.jobs
 
     def main_work_horse(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
         die_with_parent(cast(int, self.pid))  # None only for a worker not prepared for work; ours are

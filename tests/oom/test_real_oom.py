@@ -168,3 +168,28 @@ def test_worker_starts_when_a_dead_workers_group_cannot_be_removed(memory_worker
     finally:
         (stuck / "inner").rmdir()
         stuck.rmdir()
+
+
+def test_a_reused_process_steps_aside_and_is_oom_killed_as_a_fresh_one(client, memory_worker, redis_url):
+    """--jobs-per-process 10: after a first job in the same process, a leaky job steps aside at the hard
+    line (0 kernel kills) and a spike is killed by the kernel with the counter as evidence; the deaths say
+    the process had run jobs before, and both jobs resume and end right."""
+    worker, group = memory_worker("--jobs-per-process", "10")
+    first_pid, _ = testjobs.keep_in_module.enqueue_call((0,), client=client).result(timeout=30)
+    leaky = testjobs.leaky.enqueue_call((redis_url, 30), client=client)
+    assert leaky.result(timeout=120) == sum(range(30))
+    preempted = _deaths(leaky)
+    assert preempted and {d["cause"] for d in preempted} == {"preempted:memory"}
+    assert oom_kill_count(group) == 0, "the kernel had to kill: the governor of a reused process was too late"
+    assert preempted[0]["evidence"]["pid"] == first_pid
+    assert preempted[0]["evidence"]["earlier_jobs_in_process"] == 1
+
+    testjobs.keep_in_module.enqueue_call((0,), client=client).result(timeout=30)  # a process with a job done
+    spike = testjobs.spike_once.enqueue_call((400,), client=client)
+    assert spike.result(timeout=60) == {"attempt": 2, "resumed_from": {"stage": "before spike"},
+                                        "previous": "oom:kernel"}
+    (death,) = _deaths(spike)
+    evidence = death["evidence"]
+    assert evidence["oom_kill_after"] == evidence["oom_kill_before"] + 1 and evidence["signal"] == "SIGKILL"
+    assert evidence["earlier_jobs_in_process"] >= 1
+    assert worker.proc.poll() is None, "the worker parent died with its reused process"

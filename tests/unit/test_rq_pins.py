@@ -9,6 +9,7 @@ import signal
 import pytest
 import rq
 from rq.exceptions import StopRequested
+from rq.executions import Execution
 from rq.worker import Worker
 
 
@@ -23,6 +24,15 @@ def test_private_worker_state_we_read_and_set(redis_client):
     assert worker._stop_requested is False
     assert worker._shutdown_requested_date is None
     assert worker._horse_pid == 0
+
+
+def test_what_a_reused_horse_sets_up_as_rqs_own_horse_does():
+    """A reused horse runs perform_job itself for each job after its first: it marks itself a horse as
+    main_work_horse does (_is_horse), and builds the execution the parent created from its id and start."""
+    source = inspect.getsource(Worker.main_work_horse)
+    assert "self._is_horse = True" in source and "self.perform_job(job, queue, self.execution)" in source
+    assert list(inspect.signature(Execution).parameters) == ["id", "job_id", "connection", "worker_name"]
+    assert "self.created_at" in inspect.getsource(Execution.__init__)
 
 
 def test_failures_in_the_horse_go_through_finalize_failure():
