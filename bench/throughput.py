@@ -19,11 +19,13 @@ from .report import Aim, Result, Row, ratio
 
 RQ_QUEUE = "rq-noop"
 AIM = 0.9
+REUSED_AIM = 2.5
+REUSE_FLAGS = ("--jobs-per-process", "100")
 
 
 def run(env: Env) -> Result:
     n, reps = (50, 1) if env.quick else (2000, 3)
-    kinds = ("resilient", "rq", "rq_simple", "resilient_x2", "rq_x2")
+    kinds = ("resilient", "rq", "rq_simple", "resilient_x2", "rq_x2", "resilient_reused")
     drain: dict[str, list[float]] = {k: [] for k in kinds}
     enqueue: dict[str, list[float]] = {k: [] for k in kinds}
     wall: dict[str, list[float]] = {k: [] for k in kinds}
@@ -44,7 +46,7 @@ def run(env: Env) -> Result:
                 stop_all(workers)
             wall[kind].append(time.perf_counter() - start)
             drain[kind].append(_drain_rate(env, ids) if len(workers) == 1 else _drain_rate_together(env, ids))
-    res, rq, simple, res2, rq2 = (median(drain[k]) for k in kinds)
+    res, rq, simple, res2, rq2, reused = (median(drain[k]) for k in kinds)
     enqueue_res, enqueue_rq = median(enqueue["resilient"]), median(enqueue["rq"])
     result = Result(raw={"jobs": n, "repeats": reps, "drain_jobs_per_s": drain, "enqueue_jobs_per_s": enqueue,
                          "worker_wall_s": wall, "worker_commands": commands})
@@ -52,6 +54,8 @@ def run(env: Env) -> Result:
         Row(f"1. throughput, {n} trivial jobs, 1 forking worker (jobs/s)", f"{res:.0f}", f"{rq:.0f}",
             ratio(res, rq)),
         Row("1. throughput, rq SimpleWorker (no fork; reference)", "", f"{simple:.0f}", ratio(res, simple)),
+        Row(f"1. throughput, reused processes ({' '.join(REUSE_FLAGS)}) vs rq's forking Worker (jobs/s)",
+            f"{reused:.0f}", f"{rq:.0f}", ratio(reused, rq)),
         Row("1. throughput, two workers on two cores, one queue (jobs/s)", f"{res2:.0f} ({res2 / res:.2f}× one)",
             f"{rq2:.0f} ({rq2 / rq:.2f}× one)", ratio(res2, rq2)),
         Row("1. enqueue one by one (jobs/s)", f"{enqueue_res:.0f}", f"{enqueue_rq:.0f}",
@@ -68,6 +72,9 @@ def run(env: Env) -> Result:
     met = res >= AIM * rq
     result.aims.append(Aim("1. throughput", f"≥ {AIM}× rq's forking Worker", ratio(res, rq), met,
                            "" if met else where["summary"]))
+    result.aims.append(Aim("1. throughput, reused processes", f"≥ {REUSED_AIM}× rq's forking Worker",
+                           ratio(reused, rq), reused >= REUSED_AIM * rq,
+                           f"`{commands['resilient_reused'][0]}`"))
     return result
 
 
@@ -103,7 +110,8 @@ def _overhead(env: Env, *args: str) -> dict[str, Any]:
 def _worker(env: Env, kind: str, number: int) -> Proc:
     """A burst worker of `kind` (the _x2 kinds run two of them: `number` 0 and 1)."""
     if kind.startswith("resilient"):
-        return resilient_worker(env, resilient_jobs.NOOP_QUEUE, name=f"resilient-{number}")
+        flags = REUSE_FLAGS if kind == "resilient_reused" else ()
+        return resilient_worker(env, resilient_jobs.NOOP_QUEUE, *flags, name=f"resilient-{number}")
     flags = ("-w", "rq.worker.SimpleWorker") if kind == "rq_simple" else ()
     return rq_worker(env, RQ_QUEUE, *flags, name=f"rq-{number}")
 
