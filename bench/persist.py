@@ -1,4 +1,5 @@
-"""Scenario 2: ctx.save(force=True) against a raw SET of the same msgpack bytes, on the same connection."""
+"""Scenario 2: ctx.save(force=True) against msgpack encoding plus a raw SET of the same state, on the same
+connection (the least any store of a checkpoint can do); a raw SET of ready bytes and rq's job.meta as references."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from . import jobs
 from .harness import Env, median, percentile
 from .report import Aim, Result, Row, ratio
 
-AIM = 1.5
+AIM = 1.3
 SIZES = {"1 KiB": 1024, "100 KiB": 100 * 1024}
 WARM_UP = 50
 
@@ -34,13 +35,14 @@ def run(env: Env) -> Result:
         ctx = _context(client)
         raw_key = f"bench:raw:{uuid.uuid4().hex}"
         samples: dict[str, list[float]] = {name: [] for name in ("ctx.save", "raw SET", "rq job.meta",
-                                                                  "encode only")}
+                                                                  "encode only", "encode + SET")}
         for i in range(WARM_UP + n):  # interleaved call by call: drift hits all three alike
             timings = (
                 _timed(ctx.save, state, True),
                 _timed(client.connection.set, raw_key, data),
                 _timed(_save_meta, rq_job, state),
                 _timed(encode, state),
+                _timed(_encode_and_set, client.connection, raw_key, state),
             )
             if i >= WARM_UP:
                 for name, value in zip(samples, timings):
@@ -49,16 +51,18 @@ def run(env: Env) -> Result:
         p99 = {k: percentile(v, 99) for k, v in samples.items()}
         result.raw[label] = {"encoded_bytes": len(data), "calls": n, "p50_us": p50, "p99_us": p99,
                              "samples_us": samples}
-        res, raw, meta = p50["ctx.save"], p50["raw SET"], p50["rq job.meta"]
+        res, floor, raw, meta = p50["ctx.save"], p50["encode + SET"], p50["raw SET"], p50["rq job.meta"]
         result.rows += [
-            Row(f"2. persist {label} state, p50 / p99 (rq column: raw SET of the same bytes)",
-                f"{res:.0f} / {p99['ctx.save']:.0f} µs", f"{raw:.0f} / {p99['raw SET']:.0f} µs",
-                ratio(res, raw)),
+            Row(f"2. persist {label} state, p50 / p99 (rq column: msgpack encode + raw SET of the same state)",
+                f"{res:.0f} / {p99['ctx.save']:.0f} µs", f"{floor:.0f} / {p99['encode + SET']:.0f} µs",
+                ratio(res, floor)),
+            Row(f"2. persist {label}: raw SET of ready bytes, p50 / p99; reference", "",
+                f"{raw:.0f} / {p99['raw SET']:.0f} µs", ratio(res, raw)),
             Row(f"2. persist {label}: rq job.meta + save_meta() (pickle), p50 / p99; reference", "",
                 f"{meta:.0f} / {p99['rq job.meta']:.0f} µs", ratio(res, meta)),
         ]
-        met = res <= AIM * raw
-        result.aims.append(Aim(f"2. persist {label}", f"p50 ≤ {AIM}× raw SET", ratio(res, raw), met,
+        met = res <= AIM * floor
+        result.aims.append(Aim(f"2. persist {label}", f"p50 ≤ {AIM}× msgpack encode + raw SET", ratio(res, floor), met,
                                "" if met else _why(p50, len(data))))
     return result
 
@@ -82,6 +86,10 @@ def _context(client: Client) -> Context:
                    client.settings.max_checkpoint_bytes)
 
 
+def _encode_and_set(connection: Any, key: str, state: Any) -> None:
+    connection.set(key, encode(state))
+
+
 def _save_meta(job: Any, state: Any) -> None:
     job.meta["checkpoint"] = state
     job.save_meta()
@@ -98,4 +106,4 @@ def _why(p50: dict[str, float], encoded: int) -> str:
     script_us = p50["ctx.save"] - encode_us
     return (f"ctx.save = msgpack encoding {encode_us:.0f} µs (the raw SET is handed the bytes) + one "
             f"fenced Lua script {script_us:.0f} µs that stores the {encoded} B once (the checkpoint hash) and "
-            f"notes its size in the history, against {p50['raw SET']:.0f} µs for the one SET")
+            f"notes its size in the history, against {p50['encode + SET']:.0f} µs for encoding and one SET")
