@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from rq import Queue
 
@@ -33,8 +33,9 @@ def run(env: Env) -> Result:
     for _ in range(reps):
         for kind in kinds:  # interleaved, so drift on the machine hits all of them alike
             env.fresh()
+            enqueue_one = _enqueuer(env, kind)
             start = time.perf_counter()
-            ids = _enqueue(env, kind, n)
+            ids = [enqueue_one() for _ in range(n)]
             enqueue[kind].append(n / (time.perf_counter() - start))
             start = time.perf_counter()
             workers = [_worker(env, kind, i) for i in range(2 if kind.endswith("_x2") else 1)]
@@ -48,6 +49,7 @@ def run(env: Env) -> Result:
             drain[kind].append(_drain_rate(env, ids) if len(workers) == 1 else _drain_rate_together(env, ids))
     res, rq, simple, res2, rq2, reused = (median(drain[k]) for k in kinds)
     enqueue_res, enqueue_rq = median(enqueue["resilient"]), median(enqueue["rq"])
+    batch = {kind: median([_enqueue_batch(env, kind, 10 * n) for _ in range(reps)]) for kind in ("resilient", "rq")}
     result = Result(raw={"jobs": n, "repeats": reps, "drain_jobs_per_s": drain, "enqueue_jobs_per_s": enqueue,
                          "worker_wall_s": wall, "worker_commands": commands})
     result.rows += [
@@ -60,7 +62,13 @@ def run(env: Env) -> Result:
             f"{rq2:.0f} ({rq2 / rq:.2f}× one)", ratio(res2, rq2)),
         Row("1. enqueue one by one (jobs/s)", f"{enqueue_res:.0f}", f"{enqueue_rq:.0f}",
             ratio(enqueue_res, enqueue_rq)),
+        Row(f"1. enqueue {10 * n} in one batch: fn.enqueue_many vs rq Queue.enqueue_many (jobs/s)",
+            f"{batch['resilient']:.0f}", f"{batch['rq']:.0f}", ratio(batch["resilient"], batch["rq"])),
     ]
+    result.raw["enqueue_batch_jobs_per_s"] = batch
+    for what, ours, theirs in (("one by one", enqueue_res, enqueue_rq), ("in one batch", batch["resilient"],
+                                                                         batch["rq"])):
+        result.aims.append(Aim(f"1. enqueue {what}", f"≥ {AIM}× rq", ratio(ours, theirs), ours >= AIM * theirs, ""))
     result.notes.append(
         f"1: burst workers, default flags otherwise: `{commands['resilient'][0]}`; `{commands['rq'][0]}`; "
         f"`{commands['rq_simple'][0]}`. Two workers: two such processes (resilient: "
@@ -116,14 +124,30 @@ def _worker(env: Env, kind: str, number: int) -> Proc:
     return rq_worker(env, RQ_QUEUE, *flags, name=f"rq-{number}")
 
 
-def _enqueue(env: Env, kind: str, n: int) -> list[str]:
+def _enqueuer(env: Env, kind: str) -> Callable[[], str]:
+    """Enqueue one trivial job, returning its id; the client is made before (an application makes it once)."""
     if kind.startswith("resilient"):
         from resilient import Client
 
         client = Client.from_url(env.url)
-        return [resilient_jobs.noop_job.enqueue_call((), client=client).id for _ in range(n)]
+        return lambda: resilient_jobs.noop_job.enqueue_call((), client=client).id
     queue = Queue(RQ_QUEUE, connection=env.redis)
-    return [queue.enqueue(jobs.noop, None).id for _ in range(n)]
+    return lambda: queue.enqueue(jobs.noop, None).id
+
+
+def _enqueue_batch(env: Env, kind: str, n: int) -> float:
+    """Jobs per second for one batch of `n` trivial jobs, each system's batch form (one pipeline)."""
+    env.fresh()
+    from resilient import Client
+
+    client, queue = Client.from_url(env.url), Queue(RQ_QUEUE, connection=env.redis)
+    client.connection.ping()
+    start = time.perf_counter()
+    if kind == "resilient":
+        resilient_jobs.noop_job.enqueue_many([()] * n, client=client)
+    else:
+        queue.enqueue_many([Queue.prepare_data(jobs.noop, (None,)) for _ in range(n)])
+    return n / (time.perf_counter() - start)
 
 
 def _drain_rate(env: Env, ids: list[str]) -> float:

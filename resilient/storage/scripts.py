@@ -357,16 +357,15 @@ return 'OK'
 
 # A new job in one step: our record, its first event and its index entry, RQ's record (the fields RQ's own
 # enqueue would save) and its queue entry, or nothing when either record exists (an id is used once).
-# KEYS: job, events, RQ job hash, RQ queue. ARGV: job id, enqueued at (ms), the first event (msgpack), the
-# number of our field/value pairs, our pairs, then RQ's field/value pairs.
+# KEYS: job, events, RQ job hash, RQ queue. ARGV: job id, enqueued at (ms), the first event (msgpack), our
+# fields and values as one msgpack array, then RQ's the same way ('' for none).
 ENQUEUE = """
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-local ours = 4 + 2 * tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], unpack(ARGV, 5, ours))
+redis.call('HSET', KEYS[1], unpack(cmsgpack.unpack(ARGV[4])))
 redis.call('ZADD', JOBS, ARGV[2], ARGV[1])
 redis.call('RPUSH', KEYS[2], ARGV[3])
-if #ARGV > ours then  -- (a job made without an RQ record: tests of the store alone)
-  redis.call('HSET', KEYS[3], unpack(ARGV, ours + 1, #ARGV))
+if ARGV[5] ~= '' then  -- (empty: a job made without an RQ record, in tests of the store alone)
+  redis.call('HSET', KEYS[3], unpack(cmsgpack.unpack(ARGV[5])))
   redis.call('SADD', RQ_QUEUES, KEYS[4])
   redis.call('RPUSH', KEYS[4], ARGV[1])
 end
