@@ -31,7 +31,6 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
     log_to_stderr(log_level, log_format)
     worker_pid = os.getpid()
     load_prctl()  # load libc here once, not in every child
-    become_subreaper()
     # RQ's scheduler runs in a forked process too: none of our children may outlive this worker
     os.register_at_fork(after_in_child=lambda: set_parent_death_signal() if os.getppid() == worker_pid else None)
     job_names = import_job_modules(modules)
@@ -43,6 +42,9 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
         forget("worker")
         return 0
     connection, url = reached
+    # Only now: an embedded server this worker has just started (a daemon, orphaned at once) must not be
+    # adopted, or the first job's end would take it for something the job left running.
+    become_subreaper()
     for warning in redis_settings.warnings(connection):
         log.warning("%s", warning)
     memory = MemoryWatcher(settings)

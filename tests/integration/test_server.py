@@ -278,3 +278,27 @@ def test_a_new_server_listens_below_the_ports_outgoing_connections_use(tmp_path)
         assert info.port < low
     finally:
         stop_server(info.data_dir)
+
+
+def test_a_worker_that_starts_the_embedded_server_leaves_it_running(data_dir: Path, tmp_path: Path) -> None:
+    """`resilient worker` with no server yet starts the embedded one; once a job has ended the server still
+    answers: what a job leaves running is ended, the server the worker started is not the job's."""
+    import testjobs
+
+    from resilient import Client
+
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RESILIENT_REDIS_URL")}
+    env.update(PYTHONPATH=f"{ROOT / 'tests'}{os.pathsep}{ROOT}", RESILIENT_DATA_DIR=str(data_dir))
+    worker = subprocess.Popen([sys.executable, "-m", "resilient", "worker", "testjobs"], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: server_status(data_dir) is not None, timeout=30, what="the worker's embedded server")
+        info = server_status(data_dir)
+        assert info is not None
+        handle = testjobs.side_effect.enqueue_call((info.url, "k"), client=Client.from_url(info.url))
+        assert handle.result(timeout=30)
+        with redis.Redis.from_url(info.url) as client:
+            assert client.ping(), "the server went with the job"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(10)
