@@ -6,7 +6,7 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import click
 
@@ -19,14 +19,32 @@ from . import report
 
 
 class Group(click.Group):
-    """Every ResilientError becomes one line on stderr and exit code 1, never a traceback."""
+    """Every error becomes one line on stderr and exit code 1, never a traceback: ours (ResilientError) and
+    click's (a bad option or a missing argument, which click would print as a usage block, exit code 2)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            where = f"; see `{exc.ctx.command_path} --help`" if exc.ctx is not None else ""
+            _fail(f"{exc.format_message().rstrip('.')}{where}")
+        except click.ClickException as exc:
+            _fail(exc.format_message())
+        except click.Abort:
+            _fail("aborted")
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ResilientError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
+            _fail(str(exc))
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
 
 
 def settings_of(ctx: click.Context, **overrides: Any) -> Settings:
@@ -62,7 +80,7 @@ def client_of(ctx: click.Context) -> Client:
 @click.option("--critical", type=float, default=None,
               help=f"Critical line: stop the horse ({DEFAULT_THRESHOLDS.critical:.2f}).")
 @click.option("--psi-threshold", type=float, default=None,
-              help=f"PSI some-avg10 %% that counts as soft ({DEFAULT_THRESHOLDS.psi_some_avg10:g}).")
+              help=f"PSI some-avg10 % that counts as soft ({DEFAULT_THRESHOLDS.psi_some_avg10:g}).")
 @click.option("--shutdown-grace", type=float, default=None, help="Seconds a job gets to checkpoint on SIGTERM.")
 @click.option("--lease-ttl", type=float, default=None, help="Seconds a lost worker's job waits to be reaped (10).")
 @click.option("--stall-timeout", type=float, default=None,
@@ -96,7 +114,8 @@ def worker(ctx: click.Context, /, modules: tuple[str, ...], queues: tuple[str, .
 @click.option("--workers", type=int, default=0, show_default=True,
               help="Also run this many local workers (WORKER_ARGS: their modules and flags), restarting dead ones.")
 @click.option("--lease-ttl", type=float, default=None, help="Seconds without renewal before a job is lost (10).")
-@click.option("--interval", type=float, default=0.5, show_default=True, help="Seconds between two reaps.")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
+              help="Seconds between two reaps.")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True)
@@ -214,7 +233,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
 @click.option("--count", type=int, default=None, help="Stop after this many refreshes (default: until Ctrl+C).")
 @click.pass_context
 def top(ctx: click.Context, interval: float, count: int | None) -> None:
@@ -244,7 +264,8 @@ def inspect_cmd(ctx: click.Context, job_id: str, as_json: bool, plot: bool) -> N
 
 @main.command()
 @click.argument("job_id")
-@click.option("--attempts", default=10, show_default=True, help="Attempts it gets from now on.")
+@click.option("--attempts", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Attempts it gets from now on.")
 @click.option("--restart", is_flag=True, help="Start from the beginning (drop the checkpoint, e.g. a corrupt one).")
 @click.pass_context
 def requeue(ctx: click.Context, job_id: str, attempts: int, restart: bool) -> None:

@@ -49,6 +49,11 @@ def run_worker(modules: list[str], queues: list[str], settings: Settings, burst:
         log.warning("%s", warning)
     memory = MemoryWatcher(settings)
     worker = ResilientWorker(queues, connection, settings, memory=memory, name=name, burst=burst)
+    if name and connection.exists(worker.key) and not connection.hexists(worker.key, "death"):
+        memory.close()  # (RQ would refuse the name with a traceback)
+        raise ConfigError(f"a worker named {name!r} is registered already (running, or killed less than "
+                          f"{worker.worker_ttl} s ago: its registration then expires by itself); pick another "
+                          "--name, or leave --name out")
     logs.bind(worker=worker.name)
     if metrics_port:
         metrics.enable(metrics_port, connection)

@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError
 
-from ..errors import RedisUnavailable
+from ..errors import ConfigError, RedisUnavailable
 from .sentinel import connect_sentinel, diagnose, is_sentinel_url
 from .server import ensure_server
 
@@ -70,6 +70,9 @@ def connect(url: str, *, decode_responses: bool = False) -> redis.Redis:
     }
     if is_sentinel_url(url):
         return connect_sentinel(url, mask_password(url), {**options, "socket_keepalive": True})
+    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{mask_password(url)} is not a Redis URL: write redis://HOST:PORT/DB (rediss:// for TLS, "
+                          "unix:///path/to.sock, redis+sentinel://HOST:26379/PRIMARY)")
     if urlsplit(url).scheme in ("redis", "rediss"):
         options["socket_keepalive"] = True  # TCP only: unix sockets reject the option
     return redis.Redis.from_url(url, **options)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, wait_until
 
 
 def run(url: str | None, *args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -52,11 +52,16 @@ def test_parked_then_requeue(redis_url):
     (["enqueue", "testjobs.count_items", "[1,"], "ARGS_JSON is not valid JSON"),
     (["inspect", "no-such-job"], "no job no-such-job"),
     (["worker", "no_such_module"], "cannot import job module 'no_such_module'"),
+    (["--redis-url", "localhost:6379", "status"], "localhost:6379 is not a Redis URL: write redis://"),
+    (["top", "--interval", "-1"], "Invalid value for '--interval'"),
+    (["requeue", "some-job", "--attempts", "0"], "Invalid value for '--attempts'"),
+    (["enqueue"], "Missing argument 'NAME'; see `resilient enqueue --help`"),
+    (["status", "--bogus"], "No such option '--bogus'"),
 ])
 def test_cli_errors_are_one_line(redis_url, args, message):
-    """Every CLI error is one line that says what is wrong, with a non-zero exit."""
+    """Every CLI error is one line that says what is wrong, with exit code 1 (click's usage errors too)."""
     result = run(redis_url, *args)
-    assert result.returncode != 0
+    assert result.returncode == 1
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
@@ -68,3 +73,13 @@ def test_demo_runs_end_to_end_on_the_embedded_server(tmp_path):
         assert "SIGKILL" in demo.stdout and "attempts: 2" in demo.stdout and "OK" in demo.stdout
     finally:
         run(None, "--data-dir", str(tmp_path / "data"), "server", "stop", cwd=tmp_path)
+
+
+def test_a_worker_name_in_use_is_refused_in_one_line(redis_url, redis_client, start_worker):
+    """A second worker under a name that is registered (running, or SIGKILLed moments ago) is refused with
+    one line saying what to do, not RQ's traceback."""
+    start_worker("--name", "dup")
+    wait_until(lambda: redis_client.exists("rq:worker:dup"), what="the first worker to register")
+    result = run(redis_url, "worker", "testjobs", "--name", "dup", timeout=30)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: a worker named 'dup' is registered already")
