@@ -69,6 +69,7 @@ class Client:
     def _new_job(self, spec: JobSpec, args: tuple[Any, ...], kwargs: dict[str, Any],
                  job_id: str) -> dict[str, Any]:
         """Store.create_job's arguments for a new job: our record's fields and RQ's, as RQ would save it."""
+        spec.check_call(args, kwargs)
         max_bytes = self.settings.max_checkpoint_bytes
         encode_state(list(args), max_bytes, what="args")
         encode_state(kwargs, max_bytes, what="kwargs")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..config import parse_duration, parse_size
@@ -26,9 +27,20 @@ class JobSpec:
         self.__doc__ = fn.__doc__
         self.__name__ = fn.__name__
         self.__wrapped__ = fn
+        self._signature: inspect.Signature | None = None  # read on first enqueue, not at import
 
     def __call__(self, ctx: Any, *args: Any, **kwargs: Any) -> Any:
         return self.fn(ctx, *args, **kwargs)
+
+    def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """ConfigError when the function could not be called with these arguments (after its ctx): a wrong
+        call is refused at enqueue, not found out on a worker."""
+        if self._signature is None:
+            self._signature = inspect.signature(self.fn)
+        try:
+            self._signature.bind(None, *args, **kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"{self.name} cannot be called with these arguments: {exc}") from None
 
     def enqueue(self, *args: Any, **kwargs: Any) -> "JobHandle":
         """Queue a run with these arguments on the default client (REDIS_URL, else the embedded server)."""

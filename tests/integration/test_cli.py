@@ -57,6 +57,9 @@ def test_parked_then_requeue(redis_url):
     (["requeue", "some-job", "--attempts", "0"], "Invalid value for '--attempts'"),
     (["enqueue"], "Missing argument 'NAME'; see `resilient enqueue --help`"),
     (["status", "--bogus"], "No such option '--bogus'"),
+    (["enqueue", "testjobs.count_items", "[]"], "testjobs.count_items cannot be called with these arguments: "
+                                                "missing a required argument: 'url'"),
+    (["enqueue", "testjobs.raises", '["m"]', "--kwargs", '{"bogus": 1}'], "unexpected keyword argument 'bogus'"),
 ])
 def test_cli_errors_are_one_line(redis_url, args, message):
     """Every CLI error is one line that says what is wrong, with exit code 1 (click's usage errors too)."""

@@ -60,6 +60,8 @@ def test_enqueue_many_queues_every_call_or_none(client, start_worker, redis_url,
         testjobs.quiet_sum.enqueue_many([(1,), (object(),)], client=client)
     with pytest.raises(ConfigError, match="a tuple of arguments or a dict"):
         testjobs.quiet_sum.enqueue_many([3], client=client)
+    with pytest.raises(ConfigError, match="missing a required argument: 'n'"):
+        testjobs.quiet_sum.enqueue_many([(1,), ()], client=client)
     assert redis_client.llen(keys.rq_queue("tests")) == 3
     start_worker("--burst")
     assert [h.result(timeout=30) for h in handles] == [3, 6, 10]
