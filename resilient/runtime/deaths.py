@@ -131,8 +131,8 @@ def memory_diagnosis(death: Death, count: DeathCount) -> str:
                              Cause.OOM_KERNEL: "OOM-killed by the kernel",
                              Cause.OOM_SELF: "stopped at the critical memory line"}
     what = whats[death.cause]
-    return (f"{what} {count.memory_stuck} times at checkpoint {count.seq}, peak RSS {format_size(peak)} "
-            f"of {format_size(ev.get('limit'))} limit ({ev.get('limit_source', 'unknown source')}): it cannot "
+    return (f"{what} {count.memory_stuck} times at checkpoint {count.seq}, RSS under the limit reached "
+            f"{format_size(peak)} of {format_size(ev.get('limit'))} limit ({ev.get('limit_source', 'unknown source')}): it cannot "
             "finish within this limit; give it more memory, smaller batches, or an on_oom_queue")
 
 
@@ -152,9 +152,12 @@ def describe(death: Death) -> str:
     }
     words = _for_neighbours(death) or sentences.get(death.cause, f"crashed ({death.cause})")
     facts = []
-    peak = peak_rss(ev)
-    if peak:
-        facts.append(f"peak RSS {format_size(peak)}")
+    under_limit = max(int(ev.get(key) or 0) for key in ("rss", "peak_rss"))  # everything the limit covers
+    own = int(ev.get("ru_maxrss") or 0)  # the job's process alone (reused: over all the jobs it ran)
+    if under_limit:
+        facts.append(f"RSS under the limit {format_size(under_limit)}")
+    if own and own != under_limit:
+        facts.append(f"its process's peak RSS {format_size(own)}")
     if ev.get("limit"):
         facts.append(f"limit {format_size(ev['limit'])}")
     if "oom_kill_before" in ev:

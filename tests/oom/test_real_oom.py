@@ -73,14 +73,14 @@ def test_kernel_oom_kill_is_named_with_evidence_and_job_resumes(client, memory_w
 
 
 def test_job_too_big_for_the_limit_is_parked_and_worker_goes_on(client, memory_worker, redis_url):
-    """Over the limit before any progress, every time: parked with L and peak RSS; other jobs still run."""
+    """Over the limit before any progress, every time: parked with L and the RSS reached; other jobs still run."""
     worker, group = memory_worker()
     handle = testjobs.always_too_big.enqueue_call((400,), client=client)
     with pytest.raises(JobParked) as parked:
         handle.result(timeout=60)
     reason = parked.value.reason
     assert "OOM-killed by the kernel 2 times at checkpoint 0" in reason
-    assert "of 300.0 MiB limit" in reason and "peak RSS" in reason
+    assert "of 300.0 MiB limit" in reason and "RSS under the limit reached" in reason
     assert testjobs.count_items.enqueue_call((redis_url, 5, 0.0), client=client).result(timeout=30) == 10
 
 

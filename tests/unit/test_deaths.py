@@ -81,7 +81,9 @@ def test_decide_requeues_parks_and_routes():
 def test_descriptions_are_plain_words():
     text = describe(Death("oom:kernel", {"rss": 1 << 20, "limit": 2 << 20, "oom_kill_before": 0,
                                          "oom_kill_after": 1}))
-    assert text == "killed by the kernel OOM killer (peak RSS 1.0 MiB, limit 2.0 MiB, oom_kill 0→1)"
+    assert text == "killed by the kernel OOM killer (RSS under the limit 1.0 MiB, limit 2.0 MiB, oom_kill 0→1)"
+    shared = describe(Death("oom:kernel", {"rss": 3 << 20, "ru_maxrss": 1 << 20, "limit": 4 << 20}))
+    assert "RSS under the limit 3.0 MiB, its process's peak RSS 1.0 MiB" in shared
     assert "unknown source" in memory_diagnosis(Death("oom:self", {}), DeathCount(2, 2, 0, 2))
 
 
