@@ -188,6 +188,12 @@ class MemoryWatcher:
         if self.group is not None:
             self.group.horse_started(self.worker_pid, os.getpid())
 
+    def job_done(self) -> None:
+        """In a reused horse, after each job: until the next, the shared peak is the idle process's, not the
+        last job's (the parent zeroes it at the next attempt's start; a sample must not bring it back)."""
+        if self.governor is not None:
+            self.governor.next_job(self.governor.thresholds)
+
     def checkpointed(self) -> None:
         """In the horse, after a checkpoint persisted: the group's victim choice weighs work since then."""
         if self.group is not None:

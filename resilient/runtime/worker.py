@@ -370,6 +370,7 @@ class ResilientWorker(Worker):
                 self.perform_job(job, queue, execution)
             except BaseException:  # as RQ's main_work_horse: whatever escapes ends the horse
                 os._exit(1)
+            self.memory.job_done()
             line.report_done(job.id)
             message = line.next_job()
             if message is None:
@@ -390,6 +391,7 @@ class ResilientWorker(Worker):
                                      self.name, self.host)
         self.memory.next_job(self.memory.thresholds(*thresholds_of(spec)))
         os.environ["RQ_JOB_ID"] = job.id
+        logs.bind(job_id=job.id, attempt=run.attempt.attempt, epoch=run.attempt.epoch, queue=queue.name)
         job.runner = run.run
         return job, queue, execution
 

@@ -54,3 +54,28 @@ def test_a_killed_reused_process_costs_only_its_current_job(client, start_worker
     resumed_at = next(int(e.split(b":")[1]) for e in redis_client.lrange(f"log:{second.id}", 0, -1)
                       if e.startswith(b"2:"))
     assert resumed_at >= 3, "restarted from scratch"
+
+
+def test_sigterm_ends_a_worker_and_its_idle_reused_process(client, start_worker):
+    """A worker whose reused process waits for the next job exits 0 on SIGTERM, and the process goes too."""
+    worker = start_worker("--jobs-per-process", "10")
+    pid, _ = testjobs.keep_in_module.enqueue_call((0,), client=client).result(timeout=30)
+    assert os.path.exists(f"/proc/{pid}"), "the process did not wait for a next job"
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(10) == 0
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=5, what="the reused process to end")
+
+
+def test_a_reused_process_steps_aside_on_sigterm_mid_job(client, start_worker, redis_url):
+    """SIGTERM during a reused process's second job: it checkpoints and steps aside (preempted:shutdown),
+    and another worker resumes it to the right result."""
+    first = testjobs.keep_in_module.enqueue_call((0,), client=client)
+    second = testjobs.count_items.enqueue_call((redis_url, 200, 0.01), client=client)
+    worker = start_worker("--jobs-per-process", "10")
+    first.result(timeout=30)
+    wait_until(lambda: int(client.store.job_fields(second.id).get("seq", 0)) >= 2, what="checkpoints")
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(20) == 0
+    start_worker("--burst")
+    assert second.result(timeout=60) == sum(range(200))
+    assert [e["cause"] for e in second.events() if e["type"] == "died"] == ["preempted:shutdown"]
