@@ -9,7 +9,6 @@ import sys
 import time
 from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from ..api.client import Client
@@ -19,8 +18,9 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..model import FINAL_STATUSES, Death
 from ..runtime.deaths import describe
+from .views import make_console
 
-console = Console()
+console = make_console()
 DEMO_JOB = "examples.squares.sum_squares"
 
 

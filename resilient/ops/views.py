@@ -10,7 +10,16 @@ from rich.table import Table
 
 from ..config import format_size
 
-console = Console()
+PIPE_WIDTH = 160  # columns when the output is not a terminal (a file, a pipe, a CI log): rich would use 80
+
+
+def make_console() -> Console:
+    """A terminal's own width; elsewhere wide enough that ids and table rows are not broken across lines."""
+    console = Console()
+    return console if console.is_terminal else Console(width=PIPE_WIDTH, soft_wrap=True)
+
+
+console = make_console()
 SIZES = {"rss", "peak_rss", "ru_maxrss", "limit"}  # evidence fields in bytes, shown as MiB
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,7 @@ def test_demo_runs_end_to_end_on_the_embedded_server(tmp_path):
     try:
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert "SIGKILL" in demo.stdout and "attempts: 2" in demo.stdout and "OK" in demo.stdout
+        assert re.search(r"as job [0-9a-f]{32}; worker pid \d+", demo.stdout), "a line was broken at 80 columns"
     finally:
         run(None, "--data-dir", str(tmp_path / "data"), "server", "stop", cwd=tmp_path)
 
