@@ -15,6 +15,16 @@ from ..errors import ConfigError
 
 MAX_AGE = 30.0  # seconds since a worker's last loop tick before it counts as stuck
 WAITING = "(waiting for Redis)"  # the name a process ticks under before it has reached Redis
+_redis_of_this_process = ""  # the (masked) URL this process serves, written with each tick
+
+
+def for_redis(settings: Settings) -> None:
+    """Say which Redis this process serves (before it first ticks): --ready then looks only at the local
+    processes of the Redis it checks, not at those of another server on the same host."""
+    from ..storage.connection import mask_password, resolve_url
+
+    global _redis_of_this_process
+    _redis_of_this_process = mask_password(resolve_url(settings))
 
 
 def health_dir() -> Path:
@@ -45,7 +55,7 @@ def mark_alive(role: str, name: str) -> None:
     aside = directory / f".{role}.{os.getpid()}.tmp"  # no "-": probes do not take it for a tick file
     fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as file:
-        file.write(name)
+        file.write(f"{name}\n{_redis_of_this_process}")
     os.replace(aside, directory / f"{role}-{os.getpid()}")
 
 
@@ -53,9 +63,9 @@ def forget(role: str) -> None:
     (health_dir() / f"{role}-{os.getpid()}").unlink(missing_ok=True)
 
 
-def _ticking(max_age: float) -> list[tuple[str, str]]:
-    """(role, name) of local processes alive and ticking within max_age (name is WAITING while they
-    wait for Redis at start)."""
+def _ticking(max_age: float) -> list[tuple[str, str, str]]:
+    """(role, name, Redis URL) of local processes alive and ticking within max_age (name is WAITING while
+    they wait for Redis at start; the URL is "" for a process that did not say)."""
     found = []
     now = time.time()
     for path in private_dir().glob("*-*"):
@@ -68,7 +78,8 @@ def _ticking(max_age: float) -> list[tuple[str, str]]:
             path.unlink(missing_ok=True)  # a process that is gone, or something that is not our file
             continue
         if now - info.st_mtime <= max_age:
-            found.append((role, path.read_text()))
+            name, _, url = path.read_text().partition("\n")
+            found.append((role, name, url))
     return found
 
 
@@ -85,7 +96,7 @@ def check_live(max_age: float = MAX_AGE) -> tuple[bool, str]:
     ticking = _ticking(max_age)
     if not ticking:
         return False, f"no worker or supervisor here has ticked in the last {max_age:.0f} s"
-    return True, f"{len(ticking)} process(es) ticking: " + ", ".join(f"{r} {n}" for r, n in ticking)
+    return True, f"{len(ticking)} process(es) ticking: " + ", ".join(f"{r} {n}" for r, n, _ in ticking)
 
 
 def check_ready(settings: Settings, max_age: float = MAX_AGE) -> tuple[bool, str]:
@@ -103,13 +114,17 @@ def check_ready(settings: Settings, max_age: float = MAX_AGE) -> tuple[bool, str
         connection, url = open_redis(settings)
     except RedisUnavailable as exc:
         return False, str(exc)
-    waiting = sorted({role for role, name in ticking if name == WAITING})
+    here = [(role, name) for role, name, served in ticking if not served or served == url]
+    if not here:
+        return False, (f"not ready: no worker or supervisor here serves Redis at {url} ({len(ticking)} serve "
+                       "another server); start one with this REDIS_URL")
+    waiting = sorted({role for role, name in here if name == WAITING})
     if waiting:
         return False, f"Redis at {url} answers, but the local {' and '.join(waiting)} has not reached it yet"
-    workers = [name for role, name in ticking if role == "worker"]
+    workers = [name for role, name in here if role == "worker"]
     missing = [name for name in workers if not connection.exists(keys.worker_status(name))]
     if missing:
         return False, f"Redis at {url} answers, but worker(s) {', '.join(missing)} are not registered"
-    supervisors = len(ticking) - len(workers)
+    supervisors = len(here) - len(workers)
     ready = f"Redis at {url} answers; {len(workers)} local worker(s) registered, {supervisors} supervisor(s)"
     return True, "; ".join([ready, *(f"warning: {w}" for w in redis_settings.warnings(connection))])

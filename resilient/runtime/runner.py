@@ -13,7 +13,7 @@ from ..api.registry import import_job_modules, lookup
 from ..config import Settings
 from ..errors import ConfigError
 from ..ops import logs, metrics
-from ..ops.health import WAITING, forget, mark_alive
+from ..ops.health import WAITING, for_redis, forget, mark_alive
 from ..ops.logs import log_to_stderr
 from ..storage import redis_settings
 from ..storage.connection import wait_for_redis
@@ -81,6 +81,7 @@ def reach_redis(settings: Settings) -> tuple[redis.Redis, str] | None:
     stop_signals = (signal.SIGTERM, signal.SIGINT)
     previous = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in stop_signals}
     try:
+        for_redis(settings)
         return wait_for_redis(settings, lambda: mark_alive("worker", WAITING), stop)
     finally:
         for sig, handler in previous.items():

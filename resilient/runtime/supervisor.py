@@ -213,6 +213,7 @@ def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    health.for_redis(settings)
     reached = wait_for_redis(settings, lambda: health.mark_alive("supervisor", health.WAITING), stop)
     if reached is None:
         health.forget("supervisor")

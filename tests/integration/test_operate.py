@@ -51,6 +51,20 @@ def test_live_needs_no_redis_and_ready_does(own_server, tmp_path, monkeypatch):
         worker.stop()
 
 
+def test_ready_counts_only_the_local_processes_of_its_own_redis(own_server, redis_url, tmp_path, monkeypatch):
+    """Two servers on one host, a worker for each, one health dir: --ready for either server passes; the
+    other server's worker, not registered there, is not held against it."""
+    health_dir = tmp_path / "health"
+    monkeypatch.setenv("RESILIENT_HEALTH_DIR", str(health_dir))
+    workers = [WorkerProcess(url, ["testjobs"], tmp_path) for url in (own_server.url, redis_url)]
+    try:
+        for url in (own_server.url, redis_url):
+            wait_until(lambda: _health("--ready", url, health_dir).returncode == 0, what=f"ready for {url}")
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
 def _take_down(server) -> None:
     """Stop the server but keep its record, so that ensure_server brings it back on the same port."""
     os.kill(server.pid, signal.SIGTERM)
