@@ -32,7 +32,7 @@ end
 # operator's requeue makes them persistent again.
 _RETAIN = """
 local function job_keys(job_id)
-  local found = {job_key(job_id), ckpt_key(job_id), ckpt_history_key(job_id), events_key(job_id)}
+  local found = {job_key(job_id), ckpt_key(job_id), ckpt_history_key(job_id), events_key(job_id), once_key(job_id)}
   for attempt = 1, tonumber(redis.call('HGET', job_key(job_id), 'attempt') or '0') do
     table.insert(found, mem_key(job_id, attempt))
   end
@@ -130,6 +130,12 @@ return seq
 
 SET_FIELDS = _FENCE + """
 for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 'OK'
+"""
+
+# ctx.once: the effect's result under its key, kept if one is there already (the first record wins).
+ONCE = _FENCE + """
+redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
 return 'OK'
 """
 
@@ -385,7 +391,7 @@ return cmsgpack.pack(rows)
 """
 
 # Every script starts with the status names, the key names, and the timeline and retention functions.
-(ENQUEUE, BEGIN, SAVE, SET_FIELDS, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM,
+(ENQUEUE, BEGIN, SAVE, SET_FIELDS, ONCE, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM,
  RELEASE, FIELDS) = (_STATUSES + _NAMES + _EVENTS + _RETAIN + script for script in (
-    ENQUEUE, BEGIN, SAVE, SET_FIELDS, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM,
+    ENQUEUE, BEGIN, SAVE, SET_FIELDS, ONCE, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM,
     RELEASE, FIELDS))

@@ -21,6 +21,7 @@ from .scripts import (
     ENQUEUE,
     FIELDS,
     FINISH,
+    ONCE,
     PROMOTE,
     REFUSE,
     RELEASE,
@@ -58,6 +59,7 @@ class Store:
         self._begin = connection.register_script(BEGIN)
         self._save = connection.register_script(SAVE)
         self._set_fields = connection.register_script(SET_FIELDS)
+        self._once = connection.register_script(ONCE)
         self._finish = connection.register_script(FINISH)
         self._death = connection.register_script(DEATH)
         self._requeue = connection.register_script(REQUEUE)
@@ -141,6 +143,15 @@ class Store:
         for name, value in fields.items():
             args += [name, value]
         _fenced(self._set_fields(keys=[keys.job(attempt.job_id)], args=args), attempt)
+
+    def once_result(self, job_id: str, key: str) -> bytes | None:
+        """What ctx.once(key, ...) recorded for the job, or None when it has not run to its end yet."""
+        return cast(bytes | None, self.r.hget(keys.once(job_id), key))
+
+    def record_once(self, attempt: Attempt, key: str, data: bytes) -> None:
+        """Record the result of ctx.once(key, ...) under the attempt's epoch (the first record wins)."""
+        _fenced(self._once(keys=[keys.job(attempt.job_id), keys.once(attempt.job_id)], args=[attempt.epoch, key, data]),
+                attempt)
 
     def complete(self, attempt: Attempt, result: bytes, peak_rss: int = 0) -> None:
         self._finish_attempt(attempt, JobStatus.COMPLETED, "completed", peak_rss, result=result)
