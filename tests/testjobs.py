@@ -311,3 +311,18 @@ def calm_batches(ctx: resilient.Context, n: int, mb: int, steps: int = 5, delay:
 def durable_sum(ctx: resilient.Context, n: int, delay: float = 0.01, durable_every: int = 25) -> int:
     """quiet_sum whose every `durable_every`-th checkpoint is durable (ctx.save(durable=True))."""
     return _sum_slowly(ctx, n, delay, durable_every)
+
+
+def _mail(url: str, job_id: str, user: str) -> str:
+    """Stands for a side effect that must happen once per user (a mail): logged in Redis."""
+    _log(url, f"mails:{job_id}", user)
+    return f"receipt:{user}"
+
+
+@resilient.job(queue="tests", checkpoint_every=0.2)
+def mail_each(ctx: resilient.Context, url: str, users: list[str], delay: float = 0.01) -> list[str]:
+    """Mails every user once (ctx.once), however often it is killed; returns the receipts in order."""
+    for user in ctx.iterate(users):
+        ctx.once(f"mail:{user}", _mail, url, ctx.job_id, user)
+        time.sleep(delay)
+    return [ctx.once(f"mail:{user}", _mail, url, ctx.job_id, user) for user in users]  # recorded: none sent again
