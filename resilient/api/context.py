@@ -116,6 +116,7 @@ class Context:
         self._safe_point(state, lambda: data, force, durable)
 
     def _safe_point(self, state: Any, encoded: Callable[[], bytes], force: bool, durable: bool = False) -> None:
+        # Every safe point comes through here (resilient.testing kills and preempts a job at this call).
         now = self._clock()
         governor = self._governor
         # Under pressure, or when the governor's last figure is older than a fast sample, read a fresh one:

@@ -29,6 +29,8 @@ class NotResumable(AssertionError):
     """A job that gave another result, raised, or repeated or lost an effect after a resume. The fields say
     where: the deaths in order, the state the (last) resumed attempt started from, and both results."""
 
+    __module__ = "resilient.testing"  # as the user imports it, in pytest's output
+
     def __init__(self, message: str, deaths: list[str], resumed_from: Any, result: Any, expected: Any,
                  effects: list[str]) -> None:
         super().__init__(message)
@@ -72,6 +74,7 @@ def assert_resumable(fn: Any, *args: Any, kwargs: dict[str, Any] | None = None, 
     max_points: above this many death points, check a seeded sample (the seed is printed; pass it back to
     repeat). equal: compares two results (default ==).
     """
+    __tracebackhide__ = True  # pytest shows the caller's line and the message, not the kit's frames
     started = time.perf_counter()
     if deaths < 1 or persist_every < 1 or max_points < 1:
         raise ValueError("deaths, persist_every and max_points must be at least 1")
@@ -120,6 +123,7 @@ def _plans(safe_points: int, deaths: int, memory: bool, max_points: int,
 
 def _check(job: LocalJob, reference: _Reference, plan: list[Step], persist_every: int,
            equal: Callable[[Any, Any], bool], seed: int | None) -> None:
+    __tracebackhide__ = True
     how, point = plan[0]
     left = (reference.monitor.before if how == KILLED else reference.monitor.preempted)[point - 1]
     store = left.restore(reference.store)
@@ -168,6 +172,7 @@ def _resumed(number: int, store: MemoryStore, job: LocalJob) -> str:
 
 def _fail(job: LocalJob, story: list[str], resumed_from: Checkpoint | None, outcome: str, reference: _Reference,
           effects: EffectLog, seed: int | None, result: Any = None) -> NoReturn:
+    __tracebackhide__ = True
     effect_lines = effects.differences(reference.effects)
     lines = [f"{job.name} is not resumable: {'; '.join(story)}",
              f"  {outcome}", f"  the uninterrupted run returned {_short.repr(reference.result)}",
