@@ -2,7 +2,9 @@
 
 Two things write to it: ctx.once when it runs its function (not when it returns a recorded result), and
 record_effect(), which a test's stand-in for a side effect (a fake mailer, say) calls. assert_resumable
-compares how often each effect ran in an interrupted run with the uninterrupted one.
+compares how often each effect ran in an interrupted run with the uninterrupted one. An effect is named by
+its ctx.once key (an argument's repr may hold a memory address that changes between attempts), or by what
+record_effect was given.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ def name_of(fn: Callable[..., Any]) -> str:
 class EffectLog:
     """The effects of one run; `collecting()` routes record_effect() here while the job runs."""
 
-    def __init__(self, performed: list[str] | None = None) -> None:
+    def __init__(self, performed: list[str] | None = None, calls: dict[str, str] | None = None) -> None:
         self.performed: list[str] = performed if performed is not None else []
+        self.calls: dict[str, str] = calls if calls is not None else {}  # a ctx.once effect -> its call, shown
 
     def collect(self) -> Any:
         """Route record_effect() here; returns the token for `stop`."""
@@ -55,21 +58,22 @@ class EffectLog:
         _current.set(None)
 
     def once_ran(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.performed.append(describe(name_of(fn), args, kwargs))
+        effect = f"ctx.once({key!r})"
+        self.performed.append(effect)
+        self.calls[effect] = describe(name_of(fn), args, kwargs)
 
     def differences(self, reference: list[str]) -> list[str]:
         """One line per effect that ran more or less often than in `reference` (the uninterrupted run)."""
         wanted, got = Counter(reference), Counter(self.performed)
         lines = []
         for effect in dict.fromkeys([*self.performed, *reference]):
-            if got[effect] > wanted[effect]:
-                lines.append(f"effect {effect} ran {_times(got[effect])} ({_times(wanted[effect])} uninterrupted): "
-                             "repeated after a resume")
-            elif got[effect] < wanted[effect]:
-                lines.append(f"effect {effect} ran {_times(got[effect])} ({_times(wanted[effect])} uninterrupted): "
-                             "lost by a resume")
+            if got[effect] == wanted[effect]:
+                continue
+            call = f" ({self.calls[effect]})" if effect in self.calls else ""
+            verdict = "repeated after a resume" if got[effect] > wanted[effect] else "lost by a resume"
+            lines.append(f"effect {effect}{call} ran {_times(got[effect])} ({wanted[effect]} uninterrupted): {verdict}")
         return lines
 
 
 def _times(count: int) -> str:
-    return "once" if count == 1 else f"{count} times"
+    return "1 time" if count == 1 else f"{count} times"

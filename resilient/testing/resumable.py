@@ -58,6 +58,7 @@ class _Reference:
     monitor: Monitor
     store: MemoryStore
     effects: list[str]
+    calls: dict[str, str]
 
 
 def assert_resumable(fn: Any, *args: Any, kwargs: dict[str, Any] | None = None, deaths: int = 1,
@@ -95,7 +96,7 @@ def _reference(job: LocalJob, persist_every: int, memory: bool) -> _Reference:
     store, effects = MemoryStore(), EffectLog()
     monitor = Monitor(store, effects, recording=True, capture_states=memory)
     ended = run_attempt(job, store, 1, None, monitor, persist_every)
-    return _Reference(ended.result, ended.safe_points, monitor, store, effects.performed)
+    return _Reference(ended.result, ended.safe_points, monitor, store, effects.performed, effects.calls)
 
 
 def _plans(safe_points: int, deaths: int, memory: bool, max_points: int,
@@ -127,7 +128,7 @@ def _check(job: LocalJob, reference: _Reference, plan: list[Step], persist_every
     how, point = plan[0]
     left = (reference.monitor.before if how == KILLED else reference.monitor.preempted)[point - 1]
     store = left.restore(reference.store)
-    effects = EffectLog(reference.effects[:reference.monitor.effects_before[point - 1]])
+    effects = EffectLog(reference.effects[:reference.monitor.effects_before[point - 1]], dict(reference.calls))
     story = [_first_death(how, point, reference.safe_points)]
     previous = Death(how, {"cause": how, "attempt": 1, "seq": store.seq, "safe_point": point})
     later, number = list(plan[1:]), 2

@@ -185,7 +185,7 @@ def test_an_effect_repeated_after_a_resume_is_caught():
     attempts; the failure names the effect and how often it ran."""
     failure = _caught(mail_everyone, ["ann", "bob", "cy"])
     assert failure.result == failure.expected == 3
-    assert failure.effects == ["effect mail('ann') ran 2 times (once uninterrupted): repeated after a resume"]
+    assert failure.effects == ["effect mail('ann') ran 2 times (1 uninterrupted): repeated after a resume"]
     assert "repeated after a resume" in str(_caught(once_per_attempt, ["ann", "bob"]))
 
 
