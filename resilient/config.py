@@ -89,7 +89,7 @@ class Settings:
     keep_failed: int = 30 * 24 * 3600  # ... of a failed or parked job (or its own `keep`, if longer)
     redis_high_water: float = 0.9  # of Redis's maxmemory: above it, enqueue refuses new jobs
     stall_timeout: float = 0.0  # seconds without a checkpoint before a horse counts as hung; 0: never
-    # "replica": BEGIN, CLAIM, FINISH and ctx.save(durable=True) return only once a replica has them (WAIT 1),
+    # "replica": BEGIN, CLAIM, FINISH, ONCE and ctx.save(durable=True) return only once a replica has them (WAIT 1),
     # so that a Sentinel failover cannot lose them (storage/durability.py); "none": Redis's own acknowledgement
     durability: str = "none"
     durability_timeout: float = 1.0  # seconds one WAIT gives a replica before the write is confirmed again

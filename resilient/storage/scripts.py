@@ -133,10 +133,10 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 'OK'
 """
 
-# ctx.once: the effect's result under its key, kept if one is there already (the first record wins).
+# ctx.once: the effect's result under its key, kept if one is there already (the first record wins): 1 when
+# this call wrote it.
 ONCE = _FENCE + """
-redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
-return 'OK'
+return redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
 """
 
 # The peak RSS of an attempt's horse: the job's highest in its hash, and the last 20 of its function (what

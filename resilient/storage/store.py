@@ -149,9 +149,14 @@ class Store:
         return cast(bytes | None, self.r.hget(keys.once(job_id), key))
 
     def record_once(self, attempt: Attempt, key: str, data: bytes) -> None:
-        """Record the result of ctx.once(key, ...) under the attempt's epoch (the first record wins)."""
-        _fenced(self._once(keys=[keys.job(attempt.job_id), keys.once(attempt.job_id)], args=[attempt.epoch, key, data]),
-                attempt)
+        """Record the result of ctx.once(key, ...) under the attempt's epoch (the first record wins); durable
+        as BEGIN and FINISH are (RESILIENT_DURABILITY): a record lost in a failover would repeat the effect."""
+        once_key = keys.once(attempt.job_id)
+        reply = self.durable.write(
+            self._once, [keys.job(attempt.job_id), once_key], [attempt.epoch, key, data],
+            f"ctx.once record {key!r} of job {attempt.job_id}",
+            lambda r: (once_key, {key: data}) if _text(r) == "1" else None)
+        _fenced(reply, attempt)
 
     def complete(self, attempt: Attempt, result: bytes, peak_rss: int = 0) -> None:
         self._finish_attempt(attempt, JobStatus.COMPLETED, "completed", peak_rss, result=result)
