@@ -27,7 +27,7 @@ local function add_event(key, cap, ...)
 end
 """
 # Retention: once a job has ended, every key of its own expires (its hash, checkpoint, checkpoint history,
-# timeline and the memory history of each attempt): after its own `keep` (set at enqueue) or `keep` (ARGV)
+# timeline, ctx.once records and the memory history of each attempt): after its own `keep` (set at enqueue) or `keep` (ARGV)
 # when it completed, after the longer of its own and `keep_failed` when it failed or was parked. An
 # operator's requeue makes them persistent again.
 _RETAIN = """
