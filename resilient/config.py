@@ -91,7 +91,7 @@ class Settings:
     stall_timeout: float = 0.0  # seconds without a checkpoint before a horse counts as hung; 0: never
     jobs_per_process: int = 1  # jobs one horse runs before it is replaced (1: a fresh fork per job, as rq)
     recycle_at: float = 0.5  # of L: a reused horse whose RSS after a job is above this is replaced
-    # "replica": BEGIN, CLAIM, FINISH and ctx.save(durable=True) return only once a replica has them (WAIT 1),
+    # "replica": BEGIN, CLAIM, FINISH, ONCE and ctx.save(durable=True) return only once a replica has them (WAIT 1),
     # so that a Sentinel failover cannot lose them (storage/durability.py); "none": Redis's own acknowledgement
     durability: str = "none"
     durability_timeout: float = 1.0  # seconds one WAIT gives a replica before the write is confirmed again

@@ -322,3 +322,18 @@ def keep_in_module(ctx: resilient.Context, mb: int) -> list[int]:
     before = len(_KEPT_ACROSS_JOBS)
     _KEPT_ACROSS_JOBS.append(b"x" * (mb * MiB))
     return [os.getpid(), before]
+
+
+def _mail(url: str, job_id: str, user: str) -> str:
+    """Stands for a side effect that must happen once per user (a mail): logged in Redis."""
+    _log(url, f"mails:{job_id}", user)
+    return f"receipt:{user}"
+
+
+@resilient.job(queue="tests", checkpoint_every=0.2)
+def mail_each(ctx: resilient.Context, url: str, users: list[str], delay: float = 0.01) -> list[str]:
+    """Mails every user once (ctx.once), however often it is killed; returns the receipts in order."""
+    for user in ctx.iterate(users):
+        ctx.once(f"mail:{user}", _mail, url, ctx.job_id, user)
+        time.sleep(delay)
+    return [ctx.once(f"mail:{user}", _mail, url, ctx.job_id, user) for user in users]  # recorded: none sent again

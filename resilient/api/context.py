@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from itertools import islice
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sized, cast
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sized, TypeVar, cast
 
 from ..errors import Preempted
 from ..model import Attempt, Checkpoint, Death, JobOptions, Level
 from ..ops import metrics
 from ..storage.codec import decode, encode_state
-from ..storage.store import Store
+
+T = TypeVar("T")
 
 PROGRESS_WRITE_INTERVAL = 0.25  # seconds between progress writes that are not part of a checkpoint
 FRESH_SAMPLE = 0.02  # seconds: ctx.save() samples memory itself when the governor's figure is older
@@ -30,12 +31,30 @@ class MemoryWatch(Protocol):
     def make_room(self) -> None: ...
 
 
+class CheckpointStore(Protocol):
+    """What the context writes through: storage.store.Store in a worker, an in-memory one in resilient.testing."""
+
+    def save_checkpoint(self, attempt: Attempt, data: bytes, done: int | None = None,
+                        total: int | None = None, durable: bool = False) -> int: ...
+
+    def set_fields(self, attempt: Attempt, **fields: Any) -> None: ...
+
+    def once_result(self, job_id: str, key: str) -> bytes | None: ...
+
+    def record_once(self, attempt: Attempt, key: str, data: bytes) -> None: ...
+
+
+# Called with (key, fn, args, kwargs) just before ctx.once runs a side effect: how resilient.testing counts them.
+EffectHook = Callable[[str, Callable[..., Any], tuple[Any, ...], dict[str, Any]], None]
+
+
 class Context:
     """Given to a job as its first argument. ctx.save() is the safe point: call it often, it is cheap."""
 
-    def __init__(self, attempt: Attempt, store: Store, options: JobOptions, checkpoint: Checkpoint | None,
+    def __init__(self, attempt: Attempt, store: CheckpointStore, options: JobOptions, checkpoint: Checkpoint | None,
                  max_checkpoint_bytes: int, governor: MemoryWatch | None = None,
-                 clock: Callable[[], float] = time.monotonic, on_persist: Callable[[], None] | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, on_persist: Callable[[], None] | None = None,
+                 on_effect: EffectHook | None = None) -> None:
         self._attempt = attempt
         self._store = store
         self._interval = options.checkpoint_every
@@ -43,6 +62,7 @@ class Context:
         self._governor = governor
         self._clock = clock
         self._on_persist = on_persist
+        self._on_effect = on_effect
         self._state = decode(checkpoint.data, max_checkpoint_bytes, key=f"checkpoint of {attempt.job_id}") \
             if checkpoint else None
         self.seq = checkpoint.seq if checkpoint else 0
@@ -96,6 +116,7 @@ class Context:
         self._safe_point(state, lambda: data, force, durable)
 
     def _safe_point(self, state: Any, encoded: Callable[[], bytes], force: bool, durable: bool = False) -> None:
+        # Every safe point comes through here (resilient.testing kills and preempts a job at this call).
         now = self._clock()
         governor = self._governor
         # Under pressure, or when the governor's last figure is older than a fast sample, read a fresh one:
@@ -120,6 +141,26 @@ class Context:
             # our own state is always storable: encode it only when it is persisted (~9 µs an item saved)
             state = {"position": position}
             self._safe_point(state, lambda: encode_state(state, self._max_bytes), force=False)
+
+    def once(self, key: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Call fn(*args, **kwargs) once for this job, across all its attempts, and return its result.
+
+        The result is recorded (msgpack, like a checkpoint) under `key` once fn returns; a later call with
+        the same key, in this attempt or after a resume, returns the recorded result without calling fn.
+        At least once: a death between fn's return and the record (one Redis write) repeats it; give fn an
+        idempotency key of its own (`key`, say) where the other side accepts one. `key` must name the effect
+        the same way on every attempt (`f"mail:{user_id}"`, not a counter local to the attempt).
+        """
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"ctx.once needs a non-empty str key, got {key!r}")
+        what = f"result of ctx.once({key!r})"
+        recorded = self._store.once_result(self._attempt.job_id, key)
+        if recorded is None:
+            if self._on_effect is not None:
+                self._on_effect(key, fn, args, kwargs)
+            recorded = encode_state(fn(*args, **kwargs), self._max_bytes, what)
+            self._store.record_once(self._attempt, key, recorded)
+        return cast(T, decode(recorded, self._max_bytes, key=what))
 
     def progress(self, done: int, total: int | None = None) -> None:
         """Report progress (shown by status/top); written with checkpoints and at most 4 times a second."""

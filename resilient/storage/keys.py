@@ -32,6 +32,11 @@ def events(job_id: str) -> str:
     return f"{PREFIX}events:{job_id}"
 
 
+def once(job_id: str) -> str:
+    """Hash: the recorded result of each ctx.once(key, ...) the job ran, by key."""
+    return f"{PREFIX}once:{job_id}"
+
+
 def worker_status(name: str) -> str:
     return f"{PREFIX}worker:{name}"
 
@@ -72,6 +77,7 @@ local function job_key(id) return '{job("")}' .. id end
 local function ckpt_key(id) return '{checkpoint("")}' .. id end
 local function ckpt_history_key(id) return '{checkpoint("")}' .. id .. '{checkpoint_history("").removeprefix(checkpoint(""))}' end
 local function events_key(id) return '{events("")}' .. id end
+local function once_key(id) return '{once("")}' .. id end
 local function mem_key(id, attempt) return '{memory("", 0).removesuffix(":0")}' .. id .. ':' .. attempt end
 local function rq_queue_key(name) return '{rq_queue("")}' .. name end
 local function rq_intermediate_key(name) return '{rq_queue("")}' .. name .. '{intermediate_suffix}' end

@@ -27,12 +27,12 @@ local function add_event(key, cap, ...)
 end
 """
 # Retention: once a job has ended, every key of its own expires (its hash, checkpoint, checkpoint history,
-# timeline and the memory history of each attempt): after its own `keep` (set at enqueue) or `keep` (ARGV)
+# timeline, ctx.once records and the memory history of each attempt): after its own `keep` (set at enqueue) or `keep` (ARGV)
 # when it completed, after the longer of its own and `keep_failed` when it failed or was parked. An
 # operator's requeue makes them persistent again.
 _RETAIN = """
 local function job_keys(job_id)
-  local found = {job_key(job_id), ckpt_key(job_id), ckpt_history_key(job_id), events_key(job_id)}
+  local found = {job_key(job_id), ckpt_key(job_id), ckpt_history_key(job_id), events_key(job_id), once_key(job_id)}
   for attempt = 1, tonumber(redis.call('HGET', job_key(job_id), 'attempt') or '0') do
     table.insert(found, mem_key(job_id, attempt))
   end
@@ -131,6 +131,12 @@ return seq
 SET_FIELDS = _FENCE + """
 for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 'OK'
+"""
+
+# ctx.once: the effect's result under its key, kept if one is there already (the first record wins): 1 when
+# this call wrote it.
+ONCE = _FENCE + """
+return redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
 """
 
 # The peak RSS of an attempt's horse: the job's highest in its hash, and the last 20 of its function (what
@@ -384,7 +390,7 @@ return cmsgpack.pack(rows)
 """
 
 # Every script starts with the status names, the key names, and the timeline and retention functions.
-(ENQUEUE, BEGIN, SAVE, SET_FIELDS, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM,
+(ENQUEUE, BEGIN, SAVE, SET_FIELDS, ONCE, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM,
  RELEASE, FIELDS) = (_STATUSES + _NAMES + _EVENTS + _RETAIN + script for script in (
-    ENQUEUE, BEGIN, SAVE, SET_FIELDS, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM,
+    ENQUEUE, BEGIN, SAVE, SET_FIELDS, ONCE, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM,
     RELEASE, FIELDS))

@@ -21,6 +21,7 @@ from .scripts import (
     ENQUEUE,
     FIELDS,
     FINISH,
+    ONCE,
     PROMOTE,
     REFUSE,
     RELEASE,
@@ -58,6 +59,7 @@ class Store:
         self._begin = connection.register_script(BEGIN)
         self._save = connection.register_script(SAVE)
         self._set_fields = connection.register_script(SET_FIELDS)
+        self._once = connection.register_script(ONCE)
         self._finish = connection.register_script(FINISH)
         self._death = connection.register_script(DEATH)
         self._requeue = connection.register_script(REQUEUE)
@@ -143,6 +145,20 @@ class Store:
         for name, value in fields.items():
             args += [name, value]
         _fenced(self._set_fields(keys=[keys.job(attempt.job_id)], args=args), attempt)
+
+    def once_result(self, job_id: str, key: str) -> bytes | None:
+        """What ctx.once(key, ...) recorded for the job, or None when it has not run to its end yet."""
+        return cast(bytes | None, self.r.hget(keys.once(job_id), key))
+
+    def record_once(self, attempt: Attempt, key: str, data: bytes) -> None:
+        """Record the result of ctx.once(key, ...) under the attempt's epoch (the first record wins); durable
+        as BEGIN and FINISH are (RESILIENT_DURABILITY): a record lost in a failover would repeat the effect."""
+        once_key = keys.once(attempt.job_id)
+        reply = self.durable.write(
+            self._once, [keys.job(attempt.job_id), once_key], [attempt.epoch, key, data],
+            f"ctx.once record {key!r} of job {attempt.job_id}",
+            lambda r: (once_key, {key: data}) if _text(r) == "1" else None)
+        _fenced(reply, attempt)
 
     def complete(self, attempt: Attempt, result: bytes, peak_rss: int = 0) -> None:
         self._finish_attempt(attempt, JobStatus.COMPLETED, "completed", peak_rss, result=result)

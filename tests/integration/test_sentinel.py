@@ -147,6 +147,23 @@ def test_a_durable_write_waits_until_a_replica_has_it(replicated: SentinelSet, c
         os.kill(replica.pid, signal.SIGCONT)
 
 
+def test_a_ctx_once_record_waits_until_a_replica_has_it(replicated: SentinelSet):
+    """Replica paused: recording a ctx.once effect does not return (a failover could lose the record and the
+    effect would run again); it returns once the replica, resumed, has it."""
+    store, attempt = _begun(replicated, timeout=0.3)
+    os.kill(replicated.replica.pid, signal.SIGSTOP)
+    done = threading.Event()
+    try:
+        thread = threading.Thread(target=lambda: (store.record_once(attempt, "mail:ann", encode("sent")), done.set()))
+        thread.start()
+        assert not done.wait(1.5), "a ctx.once record returned while no replica had it"
+        os.kill(replicated.replica.pid, signal.SIGCONT)
+        thread.join(15)
+    finally:
+        os.kill(replicated.replica.pid, signal.SIGCONT)
+    assert done.is_set() and store.once_result("j", "mail:ann") == encode("sent")
+
+
 def test_a_start_waiting_for_a_replica_keeps_its_lease(replicated: SentinelSet):
     """A durable BEGIN that waits for a replica renews the lease it took, so no reaper takes the job over
     meanwhile; it returns once the replica, resumed, has it."""

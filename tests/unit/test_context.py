@@ -124,3 +124,37 @@ def test_settle_requeues_or_parks_once_and_refuses_a_superseded_attempt(client, 
     assert settle(client.store, second, Death("oom:kernel"), Decision("park", reason="too big"))
     fields = client.store.job_fields("settle-1")
     assert fields["status"] == "parked" and fields["parked_reason"] == "too big"
+
+
+def test_once_runs_its_effect_once_across_attempts_and_returns_the_record(client):
+    """ctx.once calls its function once per job: a later call, in the same or a resumed attempt, gets the
+    recorded result back (through msgpack) without calling it; an unstorable result fails like a bad state."""
+    calls = []
+
+    def charge(amount: int) -> tuple[str, int]:
+        calls.append(amount)
+        return ("ch_1", amount)
+
+    clock = Clock()
+    first = _attempt(client)
+    ctx = _context(client, first, clock)
+    assert ctx.once("charge", charge, 5) == ["ch_1", 5]
+    assert ctx.once("charge", charge, 5) == ["ch_1", 5]
+    with pytest.raises(CheckpointError, match="once"):
+        ctx.once("bad", lambda: {1, 2})
+    client.store.set_fields(first, status="queued")  # as a requeue after a death leaves it
+    _, second = client.store.begin_attempt("ctx-job", "w", "h")
+    assert _context(client, second, clock).once("charge", charge, 7) == ["ch_1", 5]
+    assert calls == [5]
+
+
+def test_a_superseded_attempt_cannot_record_an_effect(client):
+    """An attempt whose epoch is no longer the job's writes no ctx.once record (StaleAttempt)."""
+    from resilient.errors import StaleAttempt
+
+    first = _attempt(client)
+    client.store.set_fields(first, status="queued")
+    _, second = client.store.begin_attempt("ctx-job", "w", "h")
+    with pytest.raises(StaleAttempt):
+        _context(client, first, Clock()).once("mail", lambda: "old")
+    assert _context(client, second, Clock()).once("mail", lambda: "new") == "new"

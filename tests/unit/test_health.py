@@ -45,7 +45,7 @@ def test_a_planted_symlink_is_not_written_through(tmp_path: Path, directory: Pat
     try:
         assert victim.read_text() == "precious"
         tick = directory / f"worker-{os.getpid()}"
-        assert not tick.is_symlink() and tick.read_text() == "w1"
+        assert not tick.is_symlink() and tick.read_text().splitlines()[0] == "w1"
     finally:
         forget("worker")
 
