@@ -162,6 +162,12 @@ class Context:
             self._store.record_once(self._attempt, key, recorded)
         return cast(T, decode(recorded, self._max_bytes, key=what))
 
+    def final_progress(self) -> dict[str, int]:
+        """The progress as it stands, for the job's end (writes during the run are throttled)."""
+        if self._done is None:
+            return {}
+        return {"done": self._done, "total": -1 if self._total is None else self._total}
+
     def progress(self, done: int, total: int | None = None) -> None:
         """Report progress (shown by status/top); written with checkpoints and at most 4 times a second."""
         self._done, self._total = done, total

@@ -69,7 +69,7 @@ class AttemptRun:
             MemoryHistory(self.store, attempt, self.memory.governor).start()
         result = self.spec.fn(self.ctx, *args, **kwargs)
         self.store.complete(attempt, encode_state(result, self.settings.max_checkpoint_bytes, "result"),
-                            peak_rss=_peak_rss_of_this_job())
+                            peak_rss=_peak_rss_of_this_job(), **self.ctx.final_progress())
         return result
 
     def request_stop(self, reason: str) -> None:

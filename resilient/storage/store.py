@@ -160,8 +160,9 @@ class Store:
             lambda r: (once_key, {key: data}) if _text(r) == "1" else None)
         _fenced(reply, attempt)
 
-    def complete(self, attempt: Attempt, result: bytes, peak_rss: int = 0) -> None:
-        self._finish_attempt(attempt, JobStatus.COMPLETED, "completed", peak_rss, result=result)
+    def complete(self, attempt: Attempt, result: bytes, peak_rss: int = 0, **progress: int) -> None:
+        """`progress`: done and total as they stood at the end (those written during the run lag behind)."""
+        self._finish_attempt(attempt, JobStatus.COMPLETED, "completed", peak_rss, result=result, **progress)
 
     def fail(self, attempt: Attempt, error: str) -> None:
         self._finish_attempt(attempt, JobStatus.FAILED, "failed", error=error)

@@ -63,3 +63,12 @@ def test_iterate_survives_three_kills(client, redis_client, redis_url, start_wor
     # checkpoint_every=0.1 s at ~2 ms/item (plus Redis round trips): at most ~50 items per interval
     assert redone <= 3 * 60, f"{redone} items redone over 3 kills"
     assert handle.attempts == 4
+
+
+def test_a_completed_job_shows_all_its_items_done(client, start_worker, redis_url):
+    """Progress written during the run is throttled; once the job has completed, it reads n of n."""
+    handle = testjobs.iterate_items.enqueue_call((redis_url, 300, 0.0), client=client)
+    start_worker("--burst").proc.wait(60)
+    assert handle.result(timeout=30) == 300
+    fields = client.store.job_fields(handle.id)
+    assert (fields["done"], fields["total"]) == ("300", "300")
