@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 from urllib.parse import urlsplit
 
 import redis
+from redis._parsers.base import BaseParser as _RedisParser
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import AuthenticationError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -39,9 +40,20 @@ WAIT_FIRST = 0.5  # seconds a process waits before it asks a Redis that failed i
 WAIT_CAP = 10.0  # ... up to this (below the health probe's 30 s max age: it ticks between asks)
 log = logging.getLogger("resilient.connection")
 T = TypeVar("T")
-# Redis cannot take our writes for now: unreachable, out of memory (maxmemory with noeviction), or a replica
-# after a failover. None of it is the job's fault: wait, and resume from the last checkpoint.
-REDIS_AWAY = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError)
+
+
+class NoReplicasError(ResponseError):
+    """The primary refuses writes: fewer replicas in sync than its min-replicas-to-write."""
+
+
+# redis-py names no class for this refusal (a plain ResponseError otherwise); its parser maps an error's first
+# word to a class, for commands, scripts and pipelines alike (pinned in tests/unit/test_rq_pins.py)
+_RedisParser.EXCEPTION_CLASSES["NOREPLICAS"] = NoReplicasError
+
+# Redis cannot take our writes for now: unreachable, out of memory (maxmemory with noeviction), a replica
+# after a failover, or a primary short of in-sync replicas. None of it is the job's fault: wait, and resume
+# from the last checkpoint.
+REDIS_AWAY = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError, NoReplicasError)
 
 REFUSED = (
     "connection refused — is the server running? start one or unset REDIS_URL to use the embedded server"
@@ -166,6 +178,9 @@ def reason_for(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, OutOfMemoryError):
         return "Redis refuses writes: it reached its maxmemory (free memory there or raise maxmemory)"
+    if isinstance(exc, NoReplicasError):
+        return ("Redis refuses writes: fewer replicas are in sync than its min-replicas-to-write (a replica down "
+                "or lagging?)")
     if isinstance(exc, ReadOnlyError):
         return "Redis is a read-only replica now (failover?): waiting for a writable primary"
     if isinstance(exc, MasterNotFoundError):

@@ -58,31 +58,41 @@ def test_rq_bookkeeping_failing_after_the_result_keeps_the_job_completed_once(cl
         redis_client.delete("rq:finished:tests")
 
 
-@pytest.fixture
-def full_redis(redis_client):
-    """Call it to make the session server refuse writes (maxmemory below its use, noeviction); undone after."""
+@pytest.fixture(params=["full", "short of replicas"])
+def full_redis(request, redis_client):
+    """Call it to make the session server refuse writes, then `.restore()` it (undone after the test too):
+    full (maxmemory below its use, noeviction), or short of replicas (min-replicas-to-write 1, none there)."""
     before = redis_client.config_get("maxmemory-policy")["maxmemory-policy"]
 
-    def fill() -> None:
-        redis_client.config_set("maxmemory-policy", "noeviction")
-        redis_client.config_set("maxmemory", redis_client.info("memory")["used_memory"] // 2)
+    def refuse() -> None:
+        if request.param == "full":
+            redis_client.config_set("maxmemory-policy", "noeviction")
+            redis_client.config_set("maxmemory", redis_client.info("memory")["used_memory"] // 2)
+        else:
+            redis_client.config_set("min-replicas-to-write", 1)
 
-    yield fill
-    redis_client.config_set("maxmemory", 0)
+    def restore() -> None:
+        redis_client.config_set("maxmemory", 0)
+        redis_client.config_set("min-replicas-to-write", 0)
+
+    refuse.restore = restore  # type: ignore[attr-defined]
+    yield refuse
+    restore()
     redis_client.config_set("maxmemory-policy", before)
 
 
 def test_redis_refusing_writes_steps_the_job_aside_and_the_worker_waits(client, start_worker, redis_client,
                                                                         full_redis):
-    """Redis at maxmemory (noeviction): the job is not failed but steps aside as preempted:redis, the worker
-    waits (live, saying why), and once Redis takes writes again the job resumes and completes."""
+    """Redis refusing writes (at maxmemory with noeviction, or short of in-sync replicas): the job is not failed
+    but steps aside as preempted:redis, the worker waits (live, saying why), and once Redis takes writes again
+    the job resumes and completes."""
     worker = start_worker()
     handle = testjobs.quiet_sum.enqueue_call((300, 0.01), client=client)
     wait_until(lambda: int(client.store.job_fields(handle.id).get("seq", 0)) >= 5, what="progress")
     full_redis()
     wait_until(lambda: "refuses writes" in worker.output(), what="the worker to say Redis refuses writes")
     assert worker.proc.poll() is None
-    redis_client.config_set("maxmemory", 0)
+    full_redis.restore()
     assert handle.result(timeout=30) == sum(range(300))
     causes = [e["cause"] for e in handle.events() if e["type"] == "died"]
     assert causes == ["preempted:redis"]
@@ -96,7 +106,7 @@ def test_an_idle_worker_outlives_a_full_redis(client, start_worker, redis_client
     full_redis()
     wait_until(lambda: "refuses writes" in worker.output(), what="the worker to say Redis refuses writes")
     assert worker.proc.poll() is None
-    redis_client.config_set("maxmemory", 0)
+    full_redis.restore()
     assert testjobs.quiet_sum.enqueue_call((3, 0.0), client=client).result(timeout=30) == 3
 
 

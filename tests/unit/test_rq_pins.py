@@ -70,3 +70,14 @@ def test_what_an_enqueue_sets_before_saving(redis_client):
     queue._prepare_for_queue(job)
     fields = job.to_dict()
     assert fields["status"] == "queued" and fields["origin"] == "pins" and fields["enqueued_at"]
+
+
+def test_redis_py_maps_an_errors_first_word_to_its_class():
+    """NOREPLICAS becomes our NoReplicasError (Redis away) through redis-py's parser table, which maps an error
+    reply's first word to an exception class for commands, scripts and pipelines alike."""
+    from redis._parsers.base import BaseParser
+
+    from resilient.storage.connection import NoReplicasError
+
+    assert "cls.EXCEPTION_CLASSES[error_code]" in inspect.getsource(BaseParser.parse_error)
+    assert isinstance(BaseParser.parse_error("NOREPLICAS Not enough good replicas to write."), NoReplicasError)
