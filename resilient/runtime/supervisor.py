@@ -204,8 +204,9 @@ class _Slot:
 
 
 def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers: int = 0,
-                   worker_args: list[str] | None = None, metrics_port: int | None = None) -> int:
-    """`resilient supervisor`: reap expired leases (and keep `workers` local workers running) until SIGTERM."""
+                   worker_args: list[str] | None = None, metrics_port: int | None = None, web: Any = None) -> int:
+    """`resilient supervisor`: reap expired leases (and keep `workers` local workers running) until SIGTERM;
+    `web` (web.server.WebOptions): serve the dashboard alongside."""
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -232,6 +233,7 @@ def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers:
     reaper.store.durable.tick = lambda: health.mark_alive("supervisor", "supervisor")  # while a replica is awaited
     if metrics_port:
         metrics.enable(metrics_port, connection)
+    stop_web = _start_web(connection, settings, web) if web is not None else None
     while not stop.is_set():
         health.mark_alive("supervisor", "supervisor")
         if manager is not None:
@@ -240,5 +242,13 @@ def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers:
         stop.wait(interval)
     if manager is not None:
         manager.stop(settings.shutdown_grace + 5)
+    if stop_web is not None:
+        stop_web()
     health.forget("supervisor")
     return 0
+
+
+def _start_web(connection: redis.Redis, settings: Settings, options: Any) -> Any:
+    from ..web.server import start_for
+
+    return start_for(connection, settings, options)
