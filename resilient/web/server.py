@@ -28,7 +28,7 @@ log = logging.getLogger("resilient.web")
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8321
 TOKEN_HEADER = "X-Resilient-Token"
 ASSETS = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-          "style.css": "text/css; charset=utf-8"}
+          "style.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
 PAGES = re.compile(r"^/(|job/[^/]+|parked|worker/[^/]+)$")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 

@@ -17,7 +17,7 @@ function el(tag, props, ...children) {
     else if (key === "style") node.style.cssText = value;
     else node.setAttribute(key === "cls" ? "class" : key, value === true ? "" : value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : String(child));
   }
@@ -27,7 +27,7 @@ function el(tag, props, ...children) {
 function svg(tag, attrs, ...children) {
   const node = document.createElementNS(SVG_NS, tag);
   for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key === "cls" ? "class" : key, value);
-  for (const child of children.flat()) if (child !== null && child !== undefined) node.append(child);
+  for (const child of children.flat(Infinity)) if (child !== null && child !== undefined) node.append(child);
   return node;
 }
 
@@ -53,9 +53,10 @@ function seconds(value) {
 function jobLink(id) { return id ? el("a", { href: `/job/${encodeURIComponent(id)}`, cls: "mono" }, id) : "-"; }
 function workerLink(name) { return name ? el("a", { href: `/worker/${encodeURIComponent(name)}` }, name) : "-"; }
 function badge(status) { return el("span", { cls: `badge ${status}` }, status || "-"); }
+const NUMERIC = new Set(["depth", "delayed", "finished", "done/s", "pid", "attempt", "items/s", "deaths", "step-asides"]);
 function table(head, rows, empty) {
   if (!rows.length) return el("p", { cls: "muted" }, empty);
-  return el("table", {}, el("thead", {}, el("tr", {}, head.map((h) => el("th", { cls: h.endsWith("/s") || h === "depth" ? "num" : null }, h)))),
+  return el("table", {}, el("thead", {}, el("tr", {}, head.map((h) => el("th", { cls: NUMERIC.has(h) ? "num" : null }, h)))),
             el("tbody", {}, rows));
 }
 function card(title, ...content) { return el("section", { cls: "card" }, el("h2", {}, title), content); }
@@ -198,7 +199,7 @@ function jobPage(job) {
     card("Deaths", deathCards(job.timeline)),
     card("Timeline", table(["when", "event", "details"], job.timeline.map((e) =>
       el("tr", {}, el("td", {}, clock(e.at)), el("td", {}, e.type), el("td", { cls: "mono" }, eventDetails(e)))), "no events")),
-    card("Checkpoints kept", table(["seq", "epoch", "saved", "bytes"], job.checkpoints.map((c) =>
+    card("Checkpoints kept (newest first)", table(["seq", "epoch", "saved", "bytes"], [...job.checkpoints].reverse().map((c) =>
       el("tr", {}, el("td", {}, c.seq), el("td", {}, c.epoch), el("td", {}, clock(c.saved_at)), el("td", {}, c.bytes))), "none yet")),
   ];
 }
@@ -312,13 +313,13 @@ function workerPage(w) {
   const group = w.limit_group;
   return [
     el("h1", {}, "worker ", w.name),
-    el("section", { cls: "card" }, el("dl", { cls: "kv" }, [["host", w.hostname], ["pid", w.pid], ["state", w.state],
+    el("section", { cls: "card" }, el("dl", { cls: "kv", id: "worker" }, [["host", w.hostname], ["pid", w.pid], ["state", w.state],
       ["queues", w.queues.join(", ")], ["memory", w.limit ? [memoryBar(w.rss, w.limit, w.soft, w.hard, w.level), ` ${size(w.rss)} of ${size(w.limit)} (limit from ${w.limit_source})`] : "-"],
       ["level", w.level || "-"], ["horse RSS", size(w.horse_rss)], ["job", jobLink(w.current_job)],
       ["limit group", group ? `${group.id.slice(0, 8)}: ${group.members.length} workers, ${size(group.usage)} of ${size(group.limit)}, ${group.step_asides} step-asides` : "-"]]
       .flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]))),
     w.job ? card("Its job", table(["job", "name", "attempt", "progress", "checkpoint age"], [el("tr", {},
-      el("td", {}, jobLink(w.job.id)), el("td", {}, w.job.name), el("td", {}, w.job.attempt), el("td", {}, progress(w.job)),
+      el("td", {}, jobLink(w.job.id)), el("td", {}, w.job.name), el("td", { cls: "num" }, w.job.attempt), el("td", {}, progress(w.job)),
       el("td", {}, seconds(w.job.checkpoint_age_s)))], "")) : null,
   ];
 }

@@ -1,0 +1,111 @@
+"""The dashboard in a real headless browser, over a real worker whose horse is killed once."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from typing import Any
+
+import pytest
+import testjobs
+from browser_support import browser, page_of  # noqa: F401  (fixtures)
+from conftest import wait_until
+
+from resilient.storage import keys
+from resilient.web.server import WebOptions, serve_in_thread
+
+pytestmark = pytest.mark.browser
+TOKEN = "browser-test-token"
+LIVE_S = 2.0  # what the issue asks: a change shows on the page within 2 s, without a reload
+
+
+@pytest.fixture
+def dashboard(client: Any) -> Any:
+    served = serve_in_thread(client, WebOptions(port=0, token=TOKEN))
+    yield served
+    served.stop()
+
+
+def _done_on_page(page: Any) -> int:
+    text = page.locator("[data-fact=progress]").inner_text()
+    match = re.search(r"(\d+)(/\d+| items)", text)
+    return int(match.group(1)) if match else -1
+
+
+def _horse(client: Any, job_id: str, attempt: int) -> int:
+    fields = client.store.job_fields(job_id)
+    return int(fields["horse_pid"]) if int(fields.get("attempt", 0)) == attempt and fields.get("horse_pid") else 0
+
+
+def test_job_page_shows_progress_death_and_memory(client, redis_url, start_worker, dashboard, page_of, tmp_path):
+    """A job killed once: its page shows progress advancing, the death with its cause within 2 s, and the memory chart with samples and the death marked; the overview lists it, and links to its worker's page."""
+    start_worker("--memory-limit", "512M")
+    handle = testjobs.iterate_items.enqueue_call((redis_url, 2000, 0.02), client=client)
+    page = page_of()
+    page.goto(dashboard.url + f"job/{handle.id}")
+    page.wait_for_selector("[data-fact=progress]")
+    first = wait_until(lambda: _done_on_page(page) > 0 and _done_on_page(page), what="progress on the page")
+    wait_until(lambda: _done_on_page(page) > first, timeout=5, what="progress advancing without a reload")
+
+    wait_until(lambda: len(client.store.memory_samples(handle.id, 1)) >= 2, what="two memory samples of attempt 1")
+    horse = wait_until(lambda: _horse(client, handle.id, 1), what="the horse's pid")
+    os.kill(horse, signal.SIGKILL)
+    killed_at = time.monotonic()
+    death = page.wait_for_selector(".death[data-cause=killed]", timeout=LIVE_S * 1000)
+    shown_after = time.monotonic() - killed_at
+    assert death is not None and "killed with SIGKILL" in death.inner_text()  # the cause, in words
+    assert shown_after <= LIVE_S, f"the death showed {shown_after:.2f} s after the kill"
+
+    page.wait_for_selector("#memory-chart g.death-mark[data-cause=killed]", timeout=LIVE_S * 1000)
+    assert page.locator("#memory-chart circle.sample").count() >= 2
+    assert page.locator("#memory-chart line.threshold").count() == 3  # L, hard, soft
+    wait_until(lambda: _horse(client, handle.id, 2), what="attempt 2 running")
+    resumed = _done_on_page(page)
+    wait_until(lambda: _done_on_page(page) > resumed, timeout=5, what="attempt 2's progress on the page")
+    page.screenshot(path=str(tmp_path / "job.png"), full_page=True)
+
+    overview = page_of()
+    overview.goto(dashboard.url)
+    row = overview.wait_for_selector(f"tr[data-job='{handle.id}']")
+    assert row is not None and "iterate_items" in row.inner_text()
+    assert "killed × 1" in overview.locator(".chips").inner_text()
+    overview.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
+    overview.locator(f"tr[data-job='{handle.id}'] td:last-child a").click()  # its worker
+    overview.wait_for_selector("#worker")
+    assert "512.0 MiB" in overview.locator("#worker").inner_text() and handle.id in overview.inner_text("main")
+    overview.screenshot(path=str(tmp_path / "worker.png"), full_page=True)
+
+
+def _parked_job(client: Any, redis_url: str, key: str) -> str:
+    """A job parked the way a worker parks one; requeued, it runs for real and logs to `key`."""
+    handle = testjobs.side_effect.enqueue_call((redis_url, key), client=client)
+    client.connection.lrem(keys.rq_queue("tests"), 0, handle.id)  # taken off its queue, as a worker takes it
+    _, attempt = client.store.begin_attempt(handle.id, "w", "h")
+    client.store.park(attempt, "OOM-killed 3 times at checkpoint 0 (made up by the test)")
+    return handle.id
+
+
+def test_requeue_button_needs_the_token(client, redis_url, redis_client, start_worker, dashboard, page_of,
+                                        tmp_path):
+    """On the parked page, Requeue without the token is refused and the job stays parked; with the token entered once, the job runs to completion."""
+    job_id = _parked_job(client, redis_url, "ran:requeued")
+    page = page_of()
+    page.goto(dashboard.url + "parked")
+    button = page.locator(f"tr[data-job='{job_id}'] button[data-action=requeue]")
+    button.click()
+    page.wait_for_selector(".flash.error")
+    assert "refused" in page.locator("#flash").inner_text()
+    assert client.store.job_fields(job_id)["status"] == "parked"
+    page.screenshot(path=str(tmp_path / "refused.png"), full_page=True)
+
+    page.fill("#token", TOKEN)
+    page.click("#token-form button")
+    page.wait_for_selector("text=actions: token set")
+    start_worker()
+    page.locator(f"tr[data-job='{job_id}'] button[data-action=requeue]").click()
+    page.wait_for_selector(f".flash:not(.error):has-text('job {job_id} requeued on tests')")
+    wait_until(lambda: client.store.job_fields(job_id)["status"] == "completed", what="the requeued job completing")
+    assert redis_client.lrange("ran:requeued", 0, -1) == [b"ran"]
+    page.wait_for_selector(f"tr[data-job='{job_id}']", state="detached", timeout=LIVE_S * 1000)
