@@ -2,7 +2,7 @@
 
 Without chromium (or Playwright) the tests are skipped, or failed when RESILIENT_REQUIRE_BROWSER_TESTS=1
 (CI sets it, and installs chromium with .ci/setup-browser first). Test modules import the fixtures:
-`from browser_support import browser, page_of`. Every page fails its test on a script error."""
+`from browser_support import browser_fixture, page_of_fixture`. Every page fails its test on a script error."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"browser tests cannot run: {reason}")
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="session", name="browser")
+def browser_fixture() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as exc:
@@ -38,8 +38,8 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
-@pytest.fixture
-def page_of(browser: Any) -> Iterator[Any]:
+@pytest.fixture(name="page_of")
+def page_of_fixture(browser: Any) -> Iterator[Any]:
     """New pages, each in a context of its own (its own storage: a token entered in one is not in another)."""
     contexts: list[Any] = []
     errors: list[str] = []

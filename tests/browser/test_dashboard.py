@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import testjobs
-from browser_support import browser, page_of  # noqa: F401  (fixtures)
+from browser_support import browser_fixture, page_of_fixture  # noqa: F401  (fixtures: browser, page_of)
 from conftest import wait_until
 
 from resilient.storage import keys
