@@ -244,7 +244,8 @@ function memoryChart(job) {
   if (!memory.limit) return el("p", { cls: "muted" }, "no memory limit recorded for this job");
   if (!samples.length) return el("p", { cls: "muted", id: "no-samples" }, "no memory samples yet (one a second while an attempt runs)");
   const W = 900, H = 280, left = 70, right = 90, top = 26, bottom = 30;
-  const times = samples.map((s) => s.at).concat(marks.map((m) => m.at));
+  const starts = job.timeline.filter((e) => e.type === "started").map((e) => ({ at: Number(e.at), attempt: e.attempt }));
+  const times = samples.map((s) => s.at).concat(marks.map((m) => m.at), starts.map((s) => s.at));
   const start = Math.min(...times), end = Math.max(...times), span = Math.max(1, end - start);
   const peak = Math.max(memory.limit, ...samples.map((s) => s.rss), ...marks.map((m) => m.peak_rss)) * 1.05;
   const x = (at) => left + ((at - start) / span) * (W - left - right);
@@ -278,6 +279,9 @@ function memoryChart(job) {
       svg("circle", { cls: "sample", cx: x(s.at), cy: y(s.rss), r: 2.2, fill: colour },
           svg("title", {}, `attempt ${attempt}: ${size(s.rss)} at ${clock(s.at)} (${s.level})`))));
   }
+  starts.forEach((begun) => parts.push(svg("g", { cls: "attempt-start" },
+    svg("line", { x1: x(begun.at), x2: x(begun.at), y1: H - bottom - 6, y2: H - bottom, stroke: "#6b7385" }),
+    svg("text", { x: x(begun.at) + 3, y: H - bottom - 8 }, `#${begun.attempt}`))));
   for (const mark of marks) {
     const cls = mark.step_aside ? "step-label" : "death-label";
     const colour = mark.step_aside ? "#e07020" : "#c62828";
@@ -289,7 +293,7 @@ function memoryChart(job) {
   }
   const legend = el("p", { cls: "legend" },
     attempts.map((a) => el("span", {}, el("i", { style: `background:${ATTEMPT_COLOURS[(a - 1) % ATTEMPT_COLOURS.length]}` }), `attempt ${a}`)),
-    el("span", {}, "dashed vertical: a death (red) or a step-aside (orange); ▲ its peak RSS"),
+    el("span", {}, "#n: attempt n starts; dashed vertical: a death (red) or a step-aside (orange); ▲ its peak RSS"),
     el("span", {}, `limit from ${memory.limit_source || "?"}`));
   return [svg("svg", { cls: "chart", id: "memory-chart", viewBox: `0 0 ${W} ${H}`, role: "img" }, parts), legend];
 }
