@@ -43,6 +43,8 @@ def test_job_page_shows_progress_death_and_memory(client, redis_url, start_worke
     """A job killed once: its page shows progress advancing, the death with its cause within 2 s, and the memory chart with samples and the death marked; the overview lists it, and links to its worker's page."""
     start_worker("--memory-limit", "512M")
     handle = testjobs.iterate_items.enqueue_call((redis_url, 2000, 0.02), client=client)
+    overview = page_of()
+    overview.goto(dashboard.url)
     page = page_of()
     page.goto(dashboard.url + f"job/{handle.id}")
     page.wait_for_selector("[data-fact=progress]")
@@ -57,6 +59,7 @@ def test_job_page_shows_progress_death_and_memory(client, redis_url, start_worke
     shown_after = time.monotonic() - killed_at
     assert death is not None and "killed with SIGKILL" in death.inner_text()  # the cause, in words
     assert shown_after <= LIVE_S, f"the death showed {shown_after:.2f} s after the kill"
+    overview.wait_for_selector(".chips :text('killed × 1')", timeout=LIVE_S * 1000)  # the overview, open all along
 
     page.wait_for_selector("#memory-chart g.death-mark[data-cause=killed]", timeout=LIVE_S * 1000)
     assert page.locator("#memory-chart circle.sample").count() >= 2
@@ -66,11 +69,8 @@ def test_job_page_shows_progress_death_and_memory(client, redis_url, start_worke
     wait_until(lambda: _done_on_page(page) > resumed, timeout=5, what="attempt 2's progress on the page")
     page.screenshot(path=str(tmp_path / "job.png"), full_page=True)
 
-    overview = page_of()
-    overview.goto(dashboard.url)
     row = overview.wait_for_selector(f"tr[data-job='{handle.id}']")
     assert row is not None and "iterate_items" in row.inner_text()
-    assert "killed × 1" in overview.locator(".chips").inner_text()
     overview.screenshot(path=str(tmp_path / "overview.png"), full_page=True)
     overview.locator(f"tr[data-job='{handle.id}'] td:last-child a").click()  # its worker
     overview.wait_for_selector("#worker")

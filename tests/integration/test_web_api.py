@@ -78,6 +78,19 @@ def test_api_gives_what_status_and_inspect_give(client, redis_url, serve):
     assert call(base + "api/jobs/no-such-job")[0] == 404
 
 
+def test_delayed_retries_are_listed(client, redis_url, serve):
+    """A retry waiting out its backoff is listed with when it is due, and counted on its queue."""
+    handle = testjobs.side_effect.enqueue_call((redis_url, "ran"), client=client)
+    client.connection.lrem(keys.rq_queue("tests"), 0, handle.id)
+    _, attempt = client.store.begin_attempt(handle.id, "w", "h")
+    client.store.mark_requeued(attempt, "failed", "tests", delay=60)
+    base = serve().url
+    held = call(base + "api/held")[1]
+    assert [job["id"] for job in held["delayed"]] == [handle.id] and held["delayed_count"] == 1
+    assert held["delayed"][0]["due_at"] > client.store.server_ms() + 50_000
+    assert [q["delayed"] for q in call(base + "api/status")[1]["queues"] if q["name"] == "tests"] == [1]
+
+
 def test_actions_need_the_token(client, redis_url, serve):
     """Without the token (or with a wrong one) a requeue is refused and the job stays parked; with it, it is back in its queue."""
     job_id = parked_job(client, redis_url)
