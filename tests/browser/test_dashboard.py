@@ -12,8 +12,10 @@ import pytest
 import testjobs
 from browser_support import browser_fixture, page_of_fixture  # noqa: F401  (fixtures: browser, page_of)
 from conftest import wait_until
+from rq import Worker
 
 from resilient.storage import keys
+from resilient.storage.codec import MsgpackSerializer
 from resilient.web.server import WebOptions, serve_in_thread
 
 pytestmark = pytest.mark.browser
@@ -109,3 +111,38 @@ def test_requeue_button_needs_the_token(client, redis_url, redis_client, start_w
     wait_until(lambda: client.store.job_fields(job_id)["status"] == "completed", what="the requeued job completing")
     assert redis_client.lrange("ran:requeued", 0, -1) == [b"ran"]
     page.wait_for_selector(f"tr[data-job='{job_id}']", state="detached", timeout=LIVE_S * 1000)
+
+
+MiB = 1 << 20
+GROUP = "0123456789abcdef"
+
+
+@pytest.fixture
+def shared_limit(client: Any, redis_client: Any) -> None:
+    """Two registered workers publishing one limit group (as ResilientWorker's beat does): `a` runs `big`,
+    `b` waits for headroom for `next` (expected 250 MiB); and `solo`, alone under its limit."""
+    for job_id in ("big", "next"):
+        client.store.create_job(job_id, "testjobs.steady", "tests", 10)
+    client.store.begin_attempt("big", "a", "h")
+    base = {"rss": 430 * MiB, "limit": 600 * MiB, "limit_source": "cgroup v2 /x", "level": "soft", "soft": 0.7,
+            "hard": 0.85, "horse_rss": 0, "group": GROUP, "step_asides": 2, "host": "h", "pid": os.getpid(),
+            "job": "", "waiting_job": "", "waiting_expected": 0}
+    published = {"a": {"job": "big", "horse_rss": 300 * MiB}, "b": {"waiting_job": "next", "waiting_expected": 250 * MiB},
+                 "solo": {"group": "", "rss": 80 * MiB, "level": "ok"}}
+    for name, own in published.items():
+        Worker(["tests"], connection=redis_client, name=name, serializer=MsgpackSerializer).register_birth()
+        redis_client.hset(keys.worker_status(name), mapping={**base, **own})
+
+
+def test_limit_groups_on_the_overview_and_worker_page(shared_limit, dashboard, page_of, tmp_path):
+    """Workers under one limit show as a group on the overview (usage bar, members, what they wait for); a member's page names its group."""
+    page = page_of()
+    page.goto(dashboard.url)
+    page.wait_for_selector("#groups", state="attached")
+    groups = page.locator("section.card", has=page.locator("#groups")).inner_text()
+    assert "group 01234567" in groups and "430.0 MiB / 600.0 MiB" in groups and "solo" not in groups
+    assert "big" in groups and "300.0 MiB" in groups and "next (~250.0 MiB)" in groups and "1 waiting" in groups
+    page.screenshot(path=str(tmp_path / "groups.png"), full_page=True)
+    page.goto(dashboard.url + "worker/a")
+    page.wait_for_selector("#worker")
+    assert "01234567: 2 workers, 430.0 MiB of 600.0 MiB, 2 step-asides" in page.inner_text("#worker")

@@ -174,10 +174,16 @@ function groupsCard(groups) {
        el("td", { cls: "num" }, g.step_asides)),
     ...g.members.map((m) => el("tr", {}, el("td", {}, "└ ", workerLink(m.worker)), el("td", {}, m.pid),
       el("td", {}, m.horse_rss ? memoryBar(m.horse_rss, g.limit, g.soft / g.limit, g.hard / g.limit, "") : "-",
-         m.horse_rss ? ` ${size(m.horse_rss)}` : ""), el("td", {}, jobLink(m.job)), el("td", {}), el("td", {}))),
+         m.horse_rss ? ` ${size(m.horse_rss)}` : ""), el("td", {}, jobLink(m.job)), el("td", {}, waitsFor(g, m.worker)),
+      el("td", {}))),
   ]);
-  return card("Limit groups (workers under one memory limit)",
+  return card("Limit groups (workers under one memory limit)", el("span", { id: "groups" }),
               table(["group / worker", "host / pid", "memory vs shared limit", "level / job", "waiting", "step-asides"], rows, ""));
+}
+
+function waitsFor(group, worker) {
+  const wait = group.waiting.find((w) => w.worker === worker);
+  return wait ? [jobLink(wait.job), wait.expected ? ` (~${size(wait.expected)})` : ""] : "";
 }
 
 function jobPage(job) {
