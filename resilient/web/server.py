@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -71,6 +72,7 @@ class Dashboard(ThreadingHTTPServer):
         self.client = client
         self.token = options.token
         self.loopback = options.host in LOOPBACK_HOSTS
+        self.address_family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
         super().__init__((options.host, options.port), Handler)
 
     @property
@@ -109,6 +111,9 @@ class Handler(BaseHTTPRequestHandler):
             status, kind, body = HTTPStatus.CONFLICT, "application/json", _json({"error": str(exc)})
         except redis.RedisError as exc:
             status, kind, body = HTTPStatus.SERVICE_UNAVAILABLE, "application/json", _json({"error": f"Redis: {exc}"})
+        except Exception as exc:  # a bug here must not cut the connection without a word
+            log.exception("web: %s %s", self.command, self.path)
+            status, kind, body = HTTPStatus.INTERNAL_SERVER_ERROR, "application/json", _json({"error": repr(exc)})
         self.send_response(status)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
