@@ -6,7 +6,7 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +16,9 @@ from ..config import Settings, parse_size
 from ..errors import ConfigError, ResilientError
 from ..model import DEFAULT_THRESHOLDS
 from . import report
+
+if TYPE_CHECKING:
+    from ..web.server import WebOptions
 
 
 class Group(click.Group):
@@ -52,7 +55,7 @@ TOKEN_FILE_HELP = ("File whose first line is the token the dashboard's actions n
                    "without one the dashboard is read-only.")
 
 
-def web_options_of(host: str, port: int, token_file: Path | None) -> Any:
+def web_options_of(host: str, port: int, token_file: Path | None) -> WebOptions:
     from ..config import web_token
     from ..web.server import WebOptions
 
