@@ -200,3 +200,12 @@ def test_unreadable_token_file_is_one_line(redis_url, tmp_path):
                           str(tmp_path / "missing")], capture_output=True, text=True, timeout=30)
     assert run.returncode == 1
     assert run.stderr.strip().count("\n") == 0 and "RESILIENT_WEB_TOKEN" in run.stderr
+
+
+def test_port_in_use_is_one_line(redis_url, serve):
+    """`resilient web` on a port already taken stops with one line saying to pick another."""
+    taken = serve().server_address[1]
+    run = subprocess.run([sys.executable, "-m", "resilient", "--redis-url", redis_url, "web", "--port", str(taken)],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1
+    assert run.stderr.strip().count("\n") == 0 and "pick another port" in run.stderr
