@@ -23,7 +23,7 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"browser tests cannot run: {reason}")
 
 
-@pytest.fixture(scope="session", name="browser")
+@pytest.fixture(scope="module", name="browser")  # closed with its module: no browser outlives its tests
 def browser_fixture() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
