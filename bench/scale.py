@@ -10,7 +10,8 @@ gets Job.prepare_for_execution and an Execution (the started registry), a finish
 compared, so the fill cannot drift from what Client.enqueue writes.
 
 Measured at each stage: `status --json` (report.status + json.dumps, in process), one
-`top` refresh (top.refresh + rendering it to text); empty and full, the reaper's pass with 0 and 100 expired leases;
+`top` refresh (top.refresh + rendering it to text), the web dashboard's overview (GET /api/status on a
+dashboard served from this process: the server time it reports in Server-Timing); empty and full, the reaper's pass with 0 and 100 expired leases;
 Redis used_memory and bytes per job at each stage, side by side with plain rq filled the same way. Then a
 soak: jobs finished with a retention of seconds, and Redis memory once their keys are gone, against where
 it started.
@@ -24,6 +25,7 @@ import json
 import math
 import statistics
 import time
+import urllib.request
 import uuid
 from typing import Any, Callable
 
@@ -43,12 +45,14 @@ from resilient.runtime.supervisor import Reaper
 from resilient.storage import keys
 from resilient.storage.codec import encode, encode_state
 from resilient.storage.store import Store
+from resilient.web.server import WebOptions, serve_in_thread
 
 from . import jobs, resilient_jobs
 from .harness import BenchError, Env, wait_until
 from .report import Aim, Result, Row, ms, ratio
 
 AIM_VIEW_S = 0.5  # status --json and one top refresh
+AIM_WEB_S = 0.2  # the dashboard's overview (/api/status), server time
 AIM_REAP_WORK = 1.1  # bytes the server sends for a reaper pass on the full server ≤ this × on the empty one
 AIM_SOAK = 0.05  # used_memory back within 5 % of where it started
 BATCH = 1000
@@ -87,6 +91,7 @@ def run(env: Env) -> Result:
         used[stage] = _used_memory(env.redis)
         own[stage] = _own_bytes(env.redis, ids[:: max(1, len(ids) // 200)])
         views[stage] = _views(env, client)
+    retained = used_jobs(env.redis)
     reaps["full"] = _reaper_passes(env, client)
     per_job = {stage: (used[stage] - used[before]) / count
                for (stage, count, _), before in zip(stages, ["empty", "queued", "finished"])}
@@ -106,6 +111,8 @@ def run(env: Env) -> Result:
             " → ".join(ms(v["status"]) for v in views.values()), ""),
         Row(f"9. top refresh: empty, + {k} queued, + {k} finished, + {live // 1000}k leases",
             " → ".join(ms(v["top"]) for v in views.values()), ""),
+        Row(f"9. web overview (/api/status, server time): empty, + {k} queued, + {k} finished, + {live // 1000}k leases",
+            " → ".join(ms(v["web"]) for v in views.values()), ""),
         Row("9. reaper pass, 0 expired (best of 10): empty → full", f"{_ms1(reaps['empty']['0'])} → {_ms1(reaps['full']['0'])}",
             ""),
         Row(f"9. reaper pass, {EXPIRED} expired (best of 5): empty → full",
@@ -127,6 +134,8 @@ def run(env: Env) -> Result:
     result.aims += [
         Aim("9. scale", f"status --json and one top refresh ≤ {AIM_VIEW_S:g} s at {scale}",
             f"status {ms(full['status'])}, top {ms(full['top'])}", worst_view <= AIM_VIEW_S),
+        Aim("9. scale", f"web overview ≤ {AIM_WEB_S * 1000:.0f} ms server time at {scale} "
+            f"({retained} jobs retained)", ms(full["web"]), full["web"] <= AIM_WEB_S),
         _reap_aim(reaps),
         Aim("9. scale", f"soak: used_memory back within {AIM_SOAK:.0%} of its start once retention passed",
             f"{soak['after'] / soak['start'] - 1:+.1%} ({soak['start']} → {soak['after']} B)",
@@ -329,8 +338,14 @@ def _views(env: Env, client: Client, repeats: int = 5) -> dict[str, float]:
     """Median time of `status --json` (in process: report.status + json.dumps) and of one top refresh
     (top.refresh: the same data, drawn; rendered to text at 160×50)."""
     _quiet(env.redis)
-    status_s, top_s = [], []
+    status_s, top_s, web_s = [], [], []
     rates = top.Rates()
+    dashboard = serve_in_thread(client, WebOptions(port=0))
+    try:
+        for _ in range(repeats):
+            web_s.append(_server_time(dashboard.url + "api/status"))
+    finally:
+        dashboard.stop()
     for _ in range(repeats):
         start = time.perf_counter()
         json.dumps(report.status(client.connection, client.store), indent=2)
@@ -339,8 +354,21 @@ def _views(env: Env, client: Client, repeats: int = 5) -> dict[str, float]:
         console = Console(file=io.StringIO(), width=160, height=50, force_terminal=True)
         console.print(top.refresh(client, rates))
         top_s.append(time.perf_counter() - start)
-    return {"status": statistics.median(status_s), "top": statistics.median(top_s),
-            "status_all": status_s, "top_all": top_s}  # type: ignore[dict-item]
+    return {"status": statistics.median(status_s), "top": statistics.median(top_s), "web": statistics.median(web_s),
+            "status_all": status_s, "top_all": top_s, "web_all": web_s}  # type: ignore[dict-item]
+
+
+def _server_time(url: str) -> float:
+    """Seconds the dashboard spent on one request, as its Server-Timing header says (app;dur=<ms>)."""
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        reply.read()
+        timing = reply.headers["Server-Timing"]
+    return float(timing.split("dur=")[1]) / 1000
+
+
+def used_jobs(r: redis.Redis) -> int:
+    """The jobs the server retains (our index of them)."""
+    return int(r.zcard(keys.JOBS))
 
 
 def _reaper_passes(env: Env, client: Client, repeats: int = 10, busy_repeats: int = 5) -> dict[str, Any]:

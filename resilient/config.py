@@ -177,3 +177,19 @@ def _read_url_file(env: Mapping[str, str]) -> str | None:
         return Path(path).read_text().strip()
     except OSError as exc:
         raise ConfigError(f"REDIS_URL_FILE={path}: {exc.strerror}") from None
+
+
+def web_token(token_file: Path | None = None, env: Mapping[str, str] | None = None) -> str | None:
+    """The token the dashboard's actions need: the first line of `token_file`, else RESILIENT_WEB_TOKEN;
+    None (read-only) when neither is given."""
+    env = os.environ if env is None else env
+    if token_file is None:
+        return env.get("RESILIENT_WEB_TOKEN", "").strip() or None
+    try:
+        lines = token_file.read_text().strip().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the web token file {token_file} ({exc.strerror}); "
+                          "write the token into it, or set RESILIENT_WEB_TOKEN") from None
+    if not lines or not lines[0].strip():
+        raise ConfigError(f"the web token file {token_file} is empty; write the token into it")
+    return lines[0].strip()

@@ -7,6 +7,7 @@ from ..errors import NoSuchJob
 from ..model import JobStatus
 from ..runtime.rqjob import fetch_rq_job, rebuild_rq_job
 
+CANCELLED = "cancelled by an operator"  # the error a cancelled job ends with
 NOT_RELEASABLE = (JobStatus.COMPLETED, JobStatus.QUEUED)  # what RELEASE refuses; checked here only to skip a needless rebuild
 
 
@@ -31,3 +32,14 @@ def requeue_job(client: Client, job_id: str, attempts: int = 10, restart: bool =
     if outcome != "OK":
         return f"job {job_id} is {outcome}; nothing to do"
     return f"job {job_id} requeued on {fields['queue']}"
+
+
+def cancel_job(client: Client, job_id: str) -> str:
+    """Stop retrying a parked job for good: it ends as failed ("cancelled by an operator"), its keys expire
+    as a failed job's do. Only a parked job can be cancelled here (a running one is its worker's)."""
+    outcome = client.store.cancel_parked(job_id, CANCELLED)
+    if outcome == "MISSING":
+        raise NoSuchJob(f"no job {job_id}; `resilient parked` lists parked jobs")
+    if outcome != "OK":
+        return f"job {job_id} is {outcome}, not parked; nothing to do"
+    return f"job {job_id} cancelled"

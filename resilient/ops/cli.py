@@ -6,7 +6,7 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import click
 
@@ -16,6 +16,9 @@ from ..config import Settings, parse_size
 from ..errors import ConfigError, ResilientError
 from ..model import DEFAULT_THRESHOLDS
 from . import report
+
+if TYPE_CHECKING:
+    from ..web.server import WebOptions
 
 
 class Group(click.Group):
@@ -64,6 +67,17 @@ def main(ctx: click.Context, redis_url: str | None, data_dir: Path | None) -> No
 
 def client_of(ctx: click.Context) -> Client:
     return Client.from_settings(settings_of(ctx))
+
+
+TOKEN_FILE_HELP = ("File whose first line is the token the dashboard's actions need (or set RESILIENT_WEB_TOKEN); "
+                   "without one the dashboard is read-only.")
+
+
+def web_options_of(host: str, port: int, token_file: Path | None) -> WebOptions:
+    from ..config import web_token
+    from ..web.server import WebOptions
+
+    return WebOptions(host, port, web_token(token_file))
 
 
 @main.command()
@@ -117,11 +131,15 @@ def worker(ctx: click.Context, /, modules: tuple[str, ...], queues: tuple[str, .
 @click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
               help="Seconds between two reaps.")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port.")
+@click.option("--web-port", type=int, default=None, help="Also serve the web dashboard on this port.")
+@click.option("--web-host", default="127.0.0.1", show_default=True, help="Address the dashboard listens on.")
+@click.option("--web-token-file", "token_file", type=click.Path(path_type=Path), default=None, help=TOKEN_FILE_HELP)
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True)
 @click.pass_context
 def supervisor(ctx: click.Context, worker_args: tuple[str, ...], workers: int, lease_ttl: float | None,
-               interval: float, log_level: str, log_format: str, metrics_port: int | None) -> None:
+               interval: float, log_level: str, log_format: str, metrics_port: int | None, web_port: int | None,
+               web_host: str, token_file: Path | None) -> None:
     """Requeue the jobs of workers that died (expired leases); with --workers N, also run N workers:
     `resilient supervisor --workers 4 myapp.jobs --memory-limit 1G`."""
     from ..runtime.supervisor import run_supervisor
@@ -131,7 +149,22 @@ def supervisor(ctx: click.Context, worker_args: tuple[str, ...], workers: int, l
         raise ConfigError("--workers needs the job modules to run, e.g. `resilient supervisor --workers 2 myapp.jobs`")
     log_to_stderr(log_level, log_format)
     args = list(worker_args) + (["--lease-ttl", str(lease_ttl)] if lease_ttl else [])
-    sys.exit(run_supervisor(settings_of(ctx, lease_ttl=lease_ttl), interval, workers, args, metrics_port))
+    web = web_options_of(web_host, web_port, token_file) if web_port is not None else None
+    sys.exit(run_supervisor(settings_of(ctx, lease_ttl=lease_ttl), interval, workers, args, metrics_port, web))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8321, show_default=True, help="Port to listen on.")
+@click.option("--token-file", type=click.Path(path_type=Path), default=None, help=TOKEN_FILE_HELP)
+@click.pass_context
+def web(ctx: click.Context, host: str, port: int, token_file: Path | None) -> None:
+    """Serve the web dashboard (read-only unless a token is given): `resilient web`, then open the URL."""
+    from ..web.server import serve_forever
+
+    options = web_options_of(host, port, token_file)
+    serve_forever(client_of(ctx), options, lambda url: click.echo(
+        f"dashboard on {url} ({'actions need the token' if options.token else 'read-only'}); Ctrl+C stops it"))
 
 
 @main.command()

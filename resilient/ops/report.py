@@ -74,6 +74,25 @@ def _delayed(connection: redis.Redis) -> dict[str, int]:
     return dict(Counter(queue.decode() for queue in queues if queue is not None))
 
 
+def held(connection: redis.Redis, store: Store, limit: int = 500) -> dict[str, Any]:
+    """Jobs that wait for an operator or a clock: parked (with their reason and since when) and delayed
+    retries (with when they are due), oldest first, each summarised; up to `limit` of each, counted in full.
+    Four round trips whatever the numbers."""
+    with connection.pipeline(transaction=False) as pipe:
+        for key in (keys.PARKED, keys.DELAYED):
+            pipe.zcard(key)
+            pipe.zrange(key, 0, limit - 1, withscores=True)
+        parked_count, parked, delayed_count, delayed = pipe.execute()
+    return {"parked": _held(store, parked, "parked_at"), "parked_count": int(parked_count),
+            "delayed": _held(store, delayed, "due_at"), "delayed_count": int(delayed_count)}
+
+
+def _held(store: Store, entries: list[tuple[bytes, float]], when: str) -> list[dict[str, Any]]:
+    ids = [member.decode() for member, _ in entries]
+    at = {member.decode(): int(score) for member, score in entries}
+    return [{**summary, when: at[summary["id"]]} for summary in job_summaries(store, ids)]
+
+
 def redis_footprint(connection: redis.Redis, store: Store, sample: int = 20) -> dict[str, Any]:
     """What Redis holds against its maxmemory, and what the retained jobs' own keys take: their number, and
     their bytes estimated from a sample of `sample` jobs (MEMORY USAGE), two round trips whatever the count."""

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 from rq.executions import ExecutionRegistry
@@ -25,6 +26,9 @@ from . import deaths
 from .attempt import settle
 from .procs import become_subreaper, end_orphans, set_parent_death_signal
 from .rqjob import fetch_rq_job, rq_queue
+
+if TYPE_CHECKING:
+    from ..web.server import WebOptions
 
 log = logging.getLogger("resilient.supervisor")
 REAP_INTERVAL = 0.5  # seconds between two looks at the leases: detection within lease_ttl + this
@@ -204,8 +208,10 @@ class _Slot:
 
 
 def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers: int = 0,
-                   worker_args: list[str] | None = None, metrics_port: int | None = None) -> int:
-    """`resilient supervisor`: reap expired leases (and keep `workers` local workers running) until SIGTERM."""
+                   worker_args: list[str] | None = None, metrics_port: int | None = None,
+                   web: WebOptions | None = None) -> int:
+    """`resilient supervisor`: reap expired leases (and keep `workers` local workers running) until SIGTERM;
+    `web`: serve the dashboard alongside."""
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -219,6 +225,7 @@ def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers:
         health.forget("supervisor")
         return 0
     connection, url = reached
+    stop_web = _start_web(connection, settings, web) if web is not None else None
     manager = None
     if workers:
         # The workers use the server we use, however it was named (flag, env, file, embedded default):
@@ -241,5 +248,13 @@ def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers:
         stop.wait(interval)
     if manager is not None:
         manager.stop(settings.shutdown_grace + 5)
+    if stop_web is not None:
+        stop_web()
     health.forget("supervisor")
     return 0
+
+
+def _start_web(connection: redis.Redis, settings: Settings, options: WebOptions) -> Callable[[], None]:
+    from ..web.server import start_for
+
+    return start_for(connection, settings, options)

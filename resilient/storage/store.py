@@ -292,6 +292,30 @@ class Store:
                               args=[now_ms(), more_attempts, job_id, self.event_history, int(restart)])
         return _text(reply)
 
+    def cancel_parked(self, job_id: str, reason: str) -> str:
+        """Give up on a parked job: it becomes failed with `reason`, leaves the parked set, and its timeline
+        says so, in one transaction (its keys keep the expiry its parking gave them). 'OK', or the status
+        that prevents it ('MISSING' for no such job)."""
+        key = keys.job(job_id)
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    status = _text(pipe.hget(key, "status") or b"MISSING")
+                    if status != JobStatus.PARKED:
+                        return status
+                    at = now_ms()
+                    pipe.multi()
+                    pipe.hset(key, mapping={"status": JobStatus.FAILED.value, "error": reason, "finished_at": at})
+                    pipe.hdel(key, "parked_reason")
+                    pipe.zrem(keys.PARKED, job_id)
+                    pipe.rpush(keys.events(job_id), encode({"type": "cancelled", "at": str(at), "error": reason}))
+                    pipe.ltrim(keys.events(job_id), -self.event_history, -1)
+                    pipe.execute()
+                    return "OK"
+                except redis.WatchError:
+                    continue
+
     # --- reading ------------------------------------------------------------------------------
     def peaks(self, job_id: str, function: str) -> tuple[int, list[int]]:
         """The job's own highest horse RSS (0: none yet) and its function's recent peaks, newest first."""
