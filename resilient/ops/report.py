@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from typing import Any, cast
@@ -12,11 +13,12 @@ from rq.registry import StartedJobRegistry
 from rq.worker import Worker
 
 from ..config import Settings
+from ..errors import CorruptCheckpoint
 from ..model import Death, JobStatus, Level
 from ..runtime.deaths import describe
 from ..runtime.memory_history import series
 from ..storage import keys, redis_settings
-from ..storage.codec import MsgpackSerializer
+from ..storage.codec import MsgpackSerializer, decode
 from ..storage.store import Store
 
 DEFAULTS = Settings()  # for records written before a field existed
@@ -162,7 +164,7 @@ def _still_queued(store: Store, job_id: str) -> bool:
 
 
 SUMMARY_FIELDS = ("name", "queue", "status", "attempt", "done", "total", "seq", "saved_at", "deaths", "worker",
-                  "parked_reason", "error")
+                  "horse_pid", "parked_reason", "error")
 
 
 def job_summary(store: Store, job_id: str) -> dict[str, Any]:
@@ -192,6 +194,7 @@ def _summary(job_id: str, fields: dict[str, str]) -> dict[str, Any]:
         "checkpoint_age_s": round(time.time() - saved_at / 1000, 1) if saved_at else None,
         "deaths": int(fields.get("deaths", 0)),
         "worker": fields.get("worker"),
+        "pid": int(fields["horse_pid"]) if fields.get("horse_pid") else None,  # the process running the job
         "parked_reason": fields.get("parked_reason"),
         "error": fields.get("error"),
     }
@@ -216,4 +219,19 @@ def inspect(store: Store, job_id: str) -> dict[str, Any]:
         "samples": series(store, job_id, summary["attempt"]),
     }
     return {**summary, "timeline": timeline, "checkpoints": store.checkpoint_history_entries(job_id),
-            "memory": memory}
+            "memory": memory, "result": _result(store, job_id, summary["status"])}
+
+
+def _result(store: Store, job_id: str, status: str | None) -> Any:
+    """A completed job's return value (None otherwise); a record that cannot be read is reported, not raised."""
+    if status != JobStatus.COMPLETED:
+        return None
+    try:
+        value = decode(store.result_bytes(job_id) or b"\xc0", key=f"result of {job_id}")
+    except CorruptCheckpoint as exc:
+        return f"(unreadable: {exc})"
+    try:
+        json.dumps(value, default=str)  # what --json and the dashboard print; msgpack allows more (bytes keys)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value

@@ -20,6 +20,7 @@ def make_console() -> Console:
 
 
 console = make_console()
+RESULT_SHOWN = 300  # characters of a completed job's result that `inspect` prints
 SIZES = {"rss", "peak_rss", "ru_maxrss", "limit"}  # evidence fields in bytes, shown as MiB
 
 
@@ -83,17 +84,17 @@ def print_status(data: dict[str, Any]) -> None:
     queues = Table("queue", "depth", title="Queues")
     for queue in data["queues"]:
         queues.add_row(queue["name"], str(queue["depth"]))
-    workers = Table("worker", "host", "pid", "state", "queues", "job", "memory (RSS / limit)", "level",
-                    title="Workers")
+    workers = Table("worker", "host", "pid", "state", "queues", "job", "RSS under its limit", "level",
+                    title="Workers", caption="under a shared limit: everything the limit covers (Limit groups)")
     for w in data["workers"]:
         workers.add_row(w["name"], w["hostname"], str(w["pid"]), w["state"], ",".join(w["queues"]),
                         w["current_job"] or "-", memory_text(w), w["level"] or "-")
-    running = Table("job", "name", "attempt", "progress", "checkpoint", "worker", title="Running jobs")
+    running = Table("job", "name", "attempt", "progress", "checkpoint", "worker", "pid", title="Running jobs")
     for job in data["running"]:
         age = job["checkpoint_age_s"]
         running.add_row(job["id"], job["name"], str(job["attempt"]), _progress(job),
                         f"seq {job['checkpoint_seq']}" + (f", {age:.0f} s ago" if age is not None else ""),
-                        job["worker"] or "-")
+                        job["worker"] or "-", str(job.get("pid") or "-"))
     more = data.get("running_count", len(data["running"])) - len(data["running"])
     if more > 0 and len(data["running"]) >= STATUS_RUNNING_ROWS:
         running.caption = f"… and {more} more running (status --json lists them all)"
@@ -141,6 +142,12 @@ def print_inspect(data: dict[str, Any], plot: bool = False) -> None:
         console.print(f"[red]parked:[/red] {data['parked_reason']}")
     if data.get("error"):
         console.print(f"[red]failed:[/red] {data['error']}")
+    if data.get("pid") and data["status"] == "running":
+        console.print(f"running in process {data['pid']} on worker {data['worker']}")
+    if data["status"] == "completed":
+        shown = repr(data.get("result"))
+        console.print(f"result: {shown[:RESULT_SHOWN]}" + (f" … ({len(shown)} characters; --json has it all)"
+                                                           if len(shown) > RESULT_SHOWN else ""), markup=False)
     timeline = Table("when", "event", "details", title="Timeline")
     for event in data["timeline"]:
         timeline.add_row(_when(event.get("at")), event["type"], _event_details(event))

@@ -33,6 +33,7 @@ def test_enqueue_burst_worker_status_and_inspect(redis_url):
     inspected = json.loads(run(redis_url, "inspect", job_id, "--json").stdout)
     assert inspected["status"] == "completed" and inspected["attempt"] == 1
     assert [e["type"] for e in inspected["timeline"]] == ["enqueued", "started", "completed"]
+    assert inspected["result"] == 45 and "result: 45" in run(redis_url, "inspect", job_id).stdout
 
 
 def test_parked_then_requeue(redis_url):

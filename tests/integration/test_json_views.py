@@ -9,8 +9,8 @@ from resilient.model import Death
 from resilient.storage.store import now_ms
 
 JOB_FIELDS = {"id", "name", "queue", "status", "attempt", "done", "total", "checkpoint_seq", "checkpoint_age_s",
-              "deaths", "worker", "parked_reason", "error"}
-INSPECT_FIELDS = JOB_FIELDS | {"timeline", "checkpoints", "memory"}
+              "deaths", "worker", "pid", "parked_reason", "error"}
+INSPECT_FIELDS = JOB_FIELDS | {"timeline", "checkpoints", "memory", "result"}
 WORKER_FIELDS = {"name", "hostname", "pid", "state", "queues", "current_job", "rss", "limit", "limit_source",
                  "level", "soft", "hard", "horse_rss", "group", "waiting_for"}
 
@@ -62,5 +62,6 @@ def test_every_state_has_the_documented_fields(client, start_worker, redis_url, 
     (runner,) = [w for w in status["workers"] if w["current_job"] == running.id]
     assert runner["horse_rss"] > 0 and runner["waiting_for"] is None
     assert JOB_FIELDS <= set(status["running"][0])
+    assert status["running"][0]["pid"] == int(client.store.job_fields(running.id)["horse_pid"])
     assert status["parked"] == 1
     assert {d["cause"] for d in status["recent_deaths"]} >= {"killed", "lost", "oom:kernel", "preempted:memory"}
