@@ -11,6 +11,17 @@ CANCELLED = "cancelled by an operator"  # the error a cancelled job ends with
 NOT_RELEASABLE = (JobStatus.COMPLETED, JobStatus.QUEUED)  # what RELEASE refuses; checked here only to skip a needless rebuild
 
 
+def full_job_id(client: Client, typed: str) -> str:
+    """The job id a person meant: the id itself, or the one job whose id starts with it (`top` shows ids
+    cut to 12 characters). Several: NoSuchJob asks for more of it."""
+    if client.store.job_fields(typed):
+        return typed
+    matches = client.store.job_ids_starting_with(typed)
+    if len(matches) > 1:
+        raise NoSuchJob(f"more than one job id starts with {typed!r} ({', '.join(matches)}, …); give more of it")
+    return matches[0] if matches else typed
+
+
 def requeue_job(client: Client, job_id: str, attempts: int = 10, restart: bool = False) -> str:
     """Put a parked or failed job back at the front of its queue; it resumes from its checkpoint, or from
     the beginning with `restart` (the checkpoint is dropped; its history stays for inspect). RQ's record of

@@ -283,8 +283,12 @@ def top(ctx: click.Context, interval: float, count: int | None) -> None:
 @click.option("--plot", is_flag=True, help="Chart RSS over time against the limit, deaths marked.")
 @click.pass_context
 def inspect_cmd(ctx: click.Context, job_id: str, as_json: bool, plot: bool) -> None:
-    """A job's attempts, deaths (with evidence) and checkpoints."""
-    data = report.inspect(client_of(ctx).store, job_id)
+    """A job's attempts, deaths (with evidence) and checkpoints (JOB_ID: the id, or its start as `top` shows it)."""
+    from .admin import full_job_id
+
+    client = client_of(ctx)
+    job_id = full_job_id(client, job_id)
+    data = report.inspect(client.store, job_id)
     if not data:
         raise click.ClickException(f"no job {job_id}; `resilient status` lists running jobs")
     if as_json:
@@ -303,9 +307,10 @@ def inspect_cmd(ctx: click.Context, job_id: str, as_json: bool, plot: bool) -> N
 @click.pass_context
 def requeue(ctx: click.Context, job_id: str, attempts: int, restart: bool) -> None:
     """Give a parked or failed job another go, from its last checkpoint (or from scratch)."""
-    from .admin import requeue_job
+    from .admin import full_job_id, requeue_job
 
-    click.echo(requeue_job(client_of(ctx), job_id, attempts, restart))
+    client = client_of(ctx)
+    click.echo(requeue_job(client, full_job_id(client, job_id), attempts, restart))
 
 
 @main.command()

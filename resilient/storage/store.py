@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, cast
 
@@ -343,6 +344,17 @@ class Store:
         """The arguments and timeout the job was enqueued with; None for jobs enqueued before they were kept."""
         raw = cast(bytes | None, self.r.hget(keys.job(job_id), "call"))
         return self._decode_record(raw, job_id) if raw else None
+
+    def job_ids_starting_with(self, prefix: str, limit: int = 2) -> list[str]:
+        """Up to `limit` known job ids that start with `prefix` (a scan of the jobs index: for people typing
+        an id shortened by `top`, not for code)."""
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+        found: list[str] = []
+        for member, _ in self.r.zscan_iter(keys.JOBS, match=pattern, count=1000):
+            found.append(_text(member))
+            if len(found) >= limit:
+                break
+        return found
 
     def result_bytes(self, job_id: str) -> bytes | None:
         return cast(bytes | None, self.r.hget(keys.job(job_id), "result"))

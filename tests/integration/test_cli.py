@@ -89,3 +89,16 @@ def test_a_worker_name_in_use_is_refused_in_one_line(redis_url, redis_client, st
     result = run(redis_url, "worker", "testjobs", "--name", "dup", timeout=30)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: a worker named 'dup' is registered already")
+
+
+def test_inspect_and_requeue_take_an_id_cut_short_as_top_shows_it(redis_url):
+    """`top` shows job ids cut to 12 characters: inspect and requeue accept such a start when it names one
+    job, and say so in one line when it names several."""
+    job_id = run(redis_url, "enqueue", "testjobs.raises", '["boom"]').stdout.strip()
+    assert run(redis_url, "worker", "testjobs", "--burst").returncode == 0
+    shown = json.loads(run(redis_url, "inspect", job_id[:12], "--json").stdout)
+    assert shown["id"] == job_id and shown["status"] == "failed"
+    assert run(redis_url, "requeue", job_id[:12]).stdout.strip() == f"job {job_id} requeued on tests"
+    run(redis_url, "enqueue", "testjobs.raises", '["boom"]')
+    several = run(redis_url, "inspect", "")
+    assert several.returncode == 1 and "more than one job id starts with ''" in several.stderr
