@@ -19,7 +19,7 @@ from ..memory.probe import read_peak_rss
 from ..model import FINAL_STATUSES, Attempt, Cause, Death, Decision
 from ..ops import metrics
 from ..storage.codec import encode_state
-from ..storage.connection import REDIS_AWAY, reason_for
+from ..storage.connection import REDIS_AWAY
 from ..storage.store import Store, now_ms
 from . import deaths
 from .memory_history import MemoryHistory
@@ -45,6 +45,7 @@ class AttemptRun:
         self.stop_pending: str | None = None
         self.group_facts: dict[str, Any] = {}  # the limit group as it was when the horse ended
         self.jobs_in_process = 1  # a reused horse: the jobs its process has run, this one included
+        self.horse_noted = False
 
     @classmethod
     def begin(cls, job_id: str, spec: JobSpec, store: Store, memory: MemoryWatcher, settings: Settings,
@@ -89,15 +90,12 @@ class AttemptRun:
             self.store.fail(self.attempt, "".join(traceback.format_exception_only(type(exc), exc)).strip())
 
     # --- in the parent, while the horse runs ----------------------------------------------------
-    def record_horse(self, pid: int) -> None:
-        """Note the horse's pid (for status and people) while the horse starts: nothing waits for it, and
-        nothing depends on it, so a failure is only logged."""
-        try:
-            self.store.set_fields(self.attempt, horse_pid=pid)
-        except StaleAttempt:  # superseded already: the horse finds out at its first write
-            pass
-        except REDIS_AWAY as exc:
-            log.warning("job %s: cannot record its horse's pid: %s", self.attempt.job_id, reason_for(exc))
+    def note_horse(self, pipeline: Any) -> None:
+        """In the horse: its pid (for status and people), queued on the first pipeline RQ sends for the job
+        (its own bookkeeping before the job runs), so that it costs no round trip of its own."""
+        if not self.horse_noted:
+            self.horse_noted = True
+            self.store.set_fields(self.attempt, pipeline=pipeline, horse_pid=os.getpid())
 
     def renew(self) -> float:
         """Renew the lease; the seconds since the attempt's last checkpoint (StaleAttempt if superseded)."""

@@ -314,8 +314,6 @@ class ResilientWorker(Worker):
             self._hand_to_reused_horse(job, queue, self._line)
         else:
             self._fork(job, queue)
-        if self._run is not None:
-            self._run.record_horse(self.horse_pid)
         if self.stopping:  # asked to stop before the horse existed: tell it now
             self._ask_horse_to_step_aside()
 
@@ -560,6 +558,9 @@ class ResilientWorker(Worker):
         (RQ beats several times per job; doing our part every time would cost throughput.)"""
         if self.is_horse:
             super().heartbeat(timeout, pipeline)
+            if pipeline is not None and self._run is not None:
+                # RQ's prepare_job_execution beats on its pipeline before the job runs (pinned in test_rq_pins)
+                self._run.note_horse(pipeline)
             return
         try:
             self._beat(timeout, pipeline)

@@ -140,12 +140,16 @@ class Store:
             lambda r: None if _text(r) == STALE else (keys.checkpoint(job_id), {"epoch": attempt.epoch, "seq": r}))
         return int(_fenced(reply, attempt))
 
-    def set_fields(self, attempt: Attempt, **fields: Any) -> None:
-        """Fenced HSET of plain fields (progress, horse pid)."""
+    def set_fields(self, attempt: Attempt, pipeline: Any = None, **fields: Any) -> None:
+        """Fenced HSET of plain fields (progress, horse pid). With `pipeline`, queued there, its reply unread
+        (a refused write changes nothing; the attempt learns it is stale at its next write)."""
         args: list[Any] = [attempt.epoch]
         for name, value in fields.items():
             args += [name, value]
-        _fenced(self._set_fields(keys=[keys.job(attempt.job_id)], args=args), attempt)
+        reply = self._set_fields(keys=[keys.job(attempt.job_id)], args=args,
+                                 client=pipeline if pipeline is not None else self.r)
+        if pipeline is None:
+            _fenced(reply, attempt)
 
     def once_result(self, job_id: str, key: str) -> bytes | None:
         """What ctx.once(key, ...) recorded for the job, or None when it has not run to its end yet."""

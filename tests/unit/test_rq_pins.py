@@ -81,3 +81,9 @@ def test_redis_py_maps_an_errors_first_word_to_its_class():
 
     assert "cls.EXCEPTION_CLASSES[error_code]" in inspect.getsource(BaseParser.parse_error)
     assert isinstance(BaseParser.parse_error("NOREPLICAS Not enough good replicas to write."), NoReplicasError)
+
+
+def test_the_horse_beats_on_rqs_pipeline_before_the_job_runs():
+    """The horse's pid is queued on the pipeline prepare_job_execution sends, through its heartbeat call."""
+    source = inspect.getsource(Worker.prepare_job_execution)
+    assert "self.heartbeat(heartbeat_ttl, pipeline=pipeline)" in source and "pipeline.execute()" in source
