@@ -366,14 +366,15 @@ class ResilientWorker(Worker):
             reset_peak_rss()
             try:
                 self.perform_job(job, queue, execution)
-            except BaseException:  # as RQ's main_work_horse: whatever escapes ends the horse
+                self.memory.job_done()
+                line.report_done(job.id)
+                message = line.next_job()
+                if message is None:
+                    os._exit(0)
+                job, queue, execution = self._take(message)
+            except BaseException:  # as RQ's main_work_horse: whatever escapes ends the horse (the parent then
+                log.exception("job process %d: stopping on an unexpected error", os.getpid())  # judges it)
                 os._exit(1)
-            self.memory.job_done()
-            line.report_done(job.id)
-            message = line.next_job()
-            if message is None:
-                os._exit(0)
-            job, queue, execution = self._take(message)
 
     def _take(self, message: dict[str, Any]) -> tuple[ResilientJob, Queue, Execution]:
         """In a reused horse: the job, queue, RQ execution and begun attempt the parent handed over."""
