@@ -19,10 +19,11 @@ def render(samples: list[dict[str, Any]], limit: int, soft: float, hard: float,
            deaths: list[dict[str, Any]]) -> list[str]:
     """Rows of text: y = RSS (0 .. a bit above L), x = time; '•' samples, '▲' peak RSS at each death,
     L/hard/soft lines, death marks below."""
-    if not samples:
+    if not samples and not any(peak_rss(d.get("evidence") or {}) for d in deaths):
         return ["(no memory samples recorded for this job)"]
-    start = min(s["at"] for s in samples)
-    end = max([s["at"] for s in samples] + [int(d["at"]) for d in deaths])
+    # attempts shorter than the sampling second leave no sample; their deaths' peaks are still drawn
+    times = [s["at"] for s in samples] + [int(d["at"]) for d in deaths]
+    start, end = min(times), max(times)
     span = max(1, end - start)
     top = max([limit] + [s["rss"] for s in samples] + [peak_rss(d.get("evidence") or {}) for d in deaths]) * 1.05
 
