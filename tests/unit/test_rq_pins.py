@@ -25,6 +25,14 @@ def test_private_worker_state_we_read_and_set(redis_client):
     assert worker._horse_pid == 0
 
 
+def test_teardown_says_farewell_through_connection_and_pubsub():
+    """ResilientWorker.teardown stops RQ's subscriber itself (pubsub_thread, pubsub) and swaps the connection
+    RQ's register_death writes through for one that does not retry."""
+    assert "if self.pubsub_thread:" in inspect.getsource(Worker.unsubscribe)
+    assert "self.connection.pipeline()" in inspect.getsource(Worker.register_death)
+    assert "self.pubsub_thread = self.pubsub.run_in_thread(" in inspect.getsource(Worker.subscribe)
+
+
 def test_failures_in_the_horse_go_through_finalize_failure():
     """Preempted, stale and Redis-away exits are taken in _finalize_failure, which perform_job calls for
     every exception with (job, queue, execution, exc_info)."""
