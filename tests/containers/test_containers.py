@@ -24,6 +24,7 @@ from rq import Worker
 from resilient import Client
 from resilient.api.handle import JobHandle
 from resilient.memory.cgroup import oom_kill_count
+from resilient.storage.server import ensure_server, stop_server
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(300)]
 MiB = 1 << 20
@@ -111,6 +112,25 @@ def test_podman_stop_checkpoints_and_a_second_container_resumes(podman, containe
     containers.start("300m", env={"RESILIENT_WORKERS": "1"})
     assert handle.result(timeout=60) == sum(range(300))
     assert _items(redis_client, handle.id) == list(range(300)), "an item was done twice or skipped"
+
+
+def test_podman_stop_is_quick_while_redis_is_away(podman, tmp_path, request):
+    """An idle container (supervisor and 2 workers) whose Redis has stopped: `podman stop` ends it, exit 0,
+    within a couple of seconds, not at the stop timeout's SIGKILL."""
+    info = ensure_server(tmp_path / "redis")  # a server of this test's own: it gets stopped
+    request.addfinalizer(lambda: stop_server(info.data_dir))
+    containers = Containers(podman, info.url)
+    request.addfinalizer(containers.remove_all)
+    name = containers.start("300m", env={"RESILIENT_WORKERS": "2"})
+    with redis.Redis.from_url(info.url) as admin:
+        wait_until(lambda: _workers(admin) == 2, timeout=60, what="the container's workers to register")
+    stop_server(info.data_dir)  # (tests/integration/test_supervision.py stops one inside a blocked reap pass)
+
+    began = time.monotonic()
+    podman.run("stop", name, timeout=60)
+    took = time.monotonic() - began
+    assert podman.inspect(name, ".State.ExitCode") == "0", podman.logs(name)
+    assert took < 5, f"podman stop took {took:.1f} s with Redis away"
 
 
 def test_default_command_runs_n_workers_as_one_limit_group(podman, containers, client, redis_url, redis_client):
