@@ -164,7 +164,7 @@ INSIDE_URL = "redis://redis:6379/0"  # how the jobs, in the project's network, r
 def compose(podman: Podman, tmp_path: Path) -> Iterator[tuple[Podman, list[str], str]]:
     """compose.yaml as it is, plus an override with what this machine lacks or the tests add: Redis built
     from Debian's package (no registry here) and tests/testjobs.py as a job module. `down -v` at the end."""
-    project = f"resilient-test-{tmp_path.name[-12:].strip('_').lower()}"
+    project = f"resilient-test-{os.getpid()}"
     override = tmp_path / "compose.test.yaml"
     override.write_text(
         "services:\n"
@@ -219,8 +219,8 @@ def test_compose_runs_jobs_replaces_a_killed_worker_and_down_loses_nothing(compo
     os.kill(int(podman.inspect(killed, ".State.Pid")), signal.SIGKILL)
     wait_until(lambda: podman.inspect(killed, ".RestartCount") == "1" and _running(podman, killed),
                timeout=60, what="the killed worker container to be started again (restart: unless-stopped)")
-    lost = wait_until(lambda: [h for h in handles if "lost" in {d["cause"] for d in _deaths(h)}],
-                      timeout=60, what="the killed container's jobs to be reaped")
+    lost = wait_until(lambda: _lost(handles) if len(_lost(handles)) == 2 else None, timeout=60,
+                      what="the jobs of the killed container's 2 workers to be reaped")
     wait_until(lambda: all(h.status in ("running", "completed") for h in lost), timeout=60,
                what="the reaped jobs to run again")
 
@@ -236,6 +236,10 @@ def test_compose_runs_jobs_replaces_a_killed_worker_and_down_loses_nothing(compo
         assert sorted(set(items)) == list(range(ITEMS)), "an item was skipped"
         redone = sum(n - 1 for n in Counter(items).values())
         assert redone <= 50, f"{redone} items redone: more than a checkpoint interval or two ({_deaths(handle)})"
+
+
+def _lost(handles: list[JobHandle]) -> list[JobHandle]:
+    return [h for h in handles if "lost" in {d["cause"] for d in _deaths(h)}]
 
 
 def _running(podman: Podman, name: str) -> bool:
