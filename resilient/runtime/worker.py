@@ -489,20 +489,19 @@ class ResilientWorker(Worker):
     # --- shutdown ---------------------------------------------------------------------------------
     def teardown(self) -> None:
         """RQ's farewell (unregister, unsubscribe) retries each write for ~15 s while Redis is away, so a
-        stopped worker outlived a container's stop grace. Say it once, quickly, or not at all: the
-        worker's keys expire on their own, and closing the subscriber's socket ends its subscription."""
+        stopped worker outlived a container's stop grace. Say it through a client that does not retry, and
+        only to a Redis that answers at once: the worker's keys expire on their own otherwise."""
         if self.is_horse:
             super().teardown()  # type: ignore[no-untyped-call]  # untyped in RQ
             return
-        if self.pubsub_thread is not None:  # set by RQ's subscribe (pinned in test_rq_pins)
-            self.pubsub_thread.stop()
-            self.pubsub.close()
-            self.pubsub_thread = None
         self.connection = impatient_client(self.connection, FAREWELL_TIMEOUT)
         try:
+            self.connection.ping()
             super().teardown()  # type: ignore[no-untyped-call]  # untyped in RQ
         except REDIS_AWAY as exc:
             log.warning("left without unregistering (%s); the worker's record expires on its own", reason_for(exc))
+            if self.pubsub_thread is not None:  # RQ's subscriber (a daemon thread): leave its socket to exit
+                self.pubsub_thread.stop()
         finally:
             self.connection.close()
 

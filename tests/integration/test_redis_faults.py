@@ -58,7 +58,8 @@ def test_sigterm_ends_an_idle_worker_at_once_while_redis_is_away(own_server, tmp
     worker = WorkerProcess(url, ["testjobs"], tmp_path)
     try:
         admin = redis.Redis.from_url(url)
-        wait_until(lambda: admin.smembers("rq:workers"), what="the worker to register")
+        # its status, written from its work loop: RQ's signal handlers are in place by then
+        wait_until(lambda: list(admin.scan_iter("resilient:worker:*")), what="the worker in its work loop")
         if trouble == "stopped":
             admin.close()
             stop_server(own_server.data_dir)

@@ -26,11 +26,11 @@ def test_private_worker_state_we_read_and_set(redis_client):
 
 
 def test_teardown_says_farewell_through_connection_and_pubsub():
-    """ResilientWorker.teardown stops RQ's subscriber itself (pubsub_thread, pubsub) and swaps the connection
-    RQ's register_death writes through for one that does not retry."""
-    assert "if self.pubsub_thread:" in inspect.getsource(Worker.unsubscribe)
+    """ResilientWorker.teardown swaps the connection RQ's register_death writes through for one that does not
+    retry, and, with Redis away, stops RQ's subscriber thread (pubsub_thread) without RQ's unsubscribe."""
     assert "self.connection.pipeline()" in inspect.getsource(Worker.register_death)
     assert "self.pubsub_thread = self.pubsub.run_in_thread(" in inspect.getsource(Worker.subscribe)
+    assert "daemon=True" in inspect.getsource(Worker.subscribe)
 
 
 def test_failures_in_the_horse_go_through_finalize_failure():
