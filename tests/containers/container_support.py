@@ -36,8 +36,11 @@ def skip_or_fail(reason: str) -> None:
 class Podman:
     """podman (and podman-compose) with this project's containers.conf, each command with a deadline."""
 
-    def __init__(self) -> None:
+    def __init__(self, workdir: Path) -> None:
         self.env = {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", DEFAULT_CONF)}
+        # podman's conmon runs in the caller's directory and leaves an empty file `oom` there when the kernel
+        # OOM-kills in its container: keep that out of the checkout
+        self.workdir = workdir
 
     def missing(self) -> str | None:
         """What is missing to run containers here, in words; None when nothing is."""
@@ -54,7 +57,8 @@ class Podman:
 
     def run(self, *args: str, check: bool = True, timeout: float = 120,
             program: str = "podman") -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([program, *args], capture_output=True, text=True, env=self.env, timeout=timeout)
+        done = subprocess.run([program, *args], capture_output=True, text=True, env=self.env, timeout=timeout,
+                              cwd=self.workdir)
         if check and done.returncode != 0:
             pytest.fail(f"`{program} {' '.join(args)}` exited {done.returncode}: {done.stderr[-2000:]}")
         return done
@@ -70,7 +74,7 @@ class Podman:
         makes this a second or two when nothing changed, and rebuilds from the first changed COPY."""
         ca = ["--volume", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"] if Path(CA_BUNDLE).is_file() else []
         self.run("build", "--quiet", "--from", BASE_IMAGE, "--network", "host", "--format", "docker", *ca,
-                 "-f", "workers/Dockerfile", "-t", IMAGE, str(ROOT), timeout=600)
+                 "-f", str(ROOT / "workers" / "Dockerfile"), "-t", IMAGE, str(ROOT), timeout=600)
 
     def inspect(self, name: str, field: str) -> str:
         return self.out("inspect", "--format", "{{" + field + "}}", name)

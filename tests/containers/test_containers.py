@@ -31,9 +31,9 @@ MiB = 1 << 20
 
 
 @pytest.fixture(scope="session")
-def podman() -> Podman:
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Podman:
     """Podman with what the tests need, and the project's image built (cached layers when unchanged)."""
-    tool = Podman()
+    tool = Podman(tmp_path_factory.mktemp("podman"))
     missing = tool.missing()
     if missing:
         skip_or_fail(missing)
