@@ -13,6 +13,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _DMESG_TIMEOUT = 2.0
 _KMSG_BUDGET = 1.0  # seconds spent reading /dev/kmsg at most
 _TIMESTAMP = re.compile(r"^\[\s*[\d.]+\]\s*")
+_CONTAINER_MARKS = ("/run/.containerenv", "/.dockerenv")
 
 
 def read_rss(statm: str = "/proc/self/statm") -> int:
@@ -84,8 +85,25 @@ def parse_pressure(text: str) -> Pressure | None:
 
 def kernel_oom_line(pid: int) -> str | None:
     """The kernel's "Killed process PID (…)" line for `pid`, from dmesg or /dev/kmsg; None if unseen."""
-    log = _dmesg() or _kmsg()
+    log = read_kernel_log()
     return find_oom_line(log, pid) if log else None
+
+
+def read_kernel_log() -> str | None:
+    """The kernel log's text, from dmesg or /dev/kmsg; None when neither can be read (without CAP_SYSLOG
+    under kernel.dmesg_restrict, as in a container)."""
+    return _dmesg() or _kmsg()
+
+
+def in_container() -> bool:
+    """Whether this process runs in a container: podman's or Docker's mark file, or a Kubernetes pod's
+    cgroup (cgroup v1)."""
+    if any(os.path.exists(mark) for mark in _CONTAINER_MARKS):
+        return True
+    try:
+        return "kubepods" in Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return False
 
 
 def find_oom_line(log: str, pid: int) -> str | None:

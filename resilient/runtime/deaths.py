@@ -9,6 +9,7 @@ from typing import Any
 
 from ..config import format_size
 from ..errors import Preempted, StaleAttempt
+from ..memory.probe import find_oom_line
 from ..model import MEMORY_CAUSES, Cause, Death, DeathCount, Decision, JobOptions, crashed
 from ..storage.connection import REDIS_AWAY
 
@@ -74,6 +75,30 @@ def wait_evidence(wait_status: int, rusage: Any) -> dict[str, Any]:
     if rusage is not None:
         evidence["ru_maxrss"] = int(rusage.ru_maxrss) * 1024
     return evidence
+
+
+def kernel_log_verdict(pid: int, before: int | None, after: int | None, log: str | None,
+                       container: bool) -> str:
+    """What the kernel log says about a horse killed with SIGKILL: its OOM line for `pid`, or, when there is
+    none to quote, why not and what the cgroup's oom_kill counter shows instead. Inside a container the log
+    is usually unreadable, and the kernel names the host's pid, not the one the worker knows."""
+    line = find_oom_line(log, pid) if log else None
+    if line:
+        return line
+    if log is None:
+        why = "kernel log not readable" + (" from inside the container" if container else " (dmesg, /dev/kmsg)")
+    else:
+        why = f"no OOM line for pid {pid} in the kernel log" + (
+            " (inside a container it names the host's pid)" if container else "")
+    return f"{why}; {oom_counter_words(before, after)}"
+
+
+def oom_counter_words(before: int | None, after: int | None) -> str:
+    if before is None or after is None:
+        return "the cgroup's oom_kill counter is unavailable"
+    if after == before:
+        return f"the cgroup's oom_kill counter stayed at {after}"
+    return f"the cgroup's oom_kill counter rose {before}→{after}"
 
 
 def backoff(deaths_in_a_row: int, base: float, cap: float, rng: random.Random | None = None) -> float:

@@ -14,8 +14,9 @@ from ..errors import CgroupUnavailable
 from ..memory import cgroup as cgroups
 from ..memory.governor import Governor
 from ..memory.limits import Limit, discover_limit, usage_reader
-from ..memory.probe import kernel_oom_line, read_pressure, read_rss, read_rss_of
+from ..memory.probe import in_container, read_kernel_log, read_pressure, read_rss, read_rss_of
 from ..model import LEVELS, Level, Thresholds
+from .deaths import kernel_log_verdict
 from .limit_group import LimitGroup, Need, group_id
 
 log = logging.getLogger("resilient.memory")
@@ -116,7 +117,7 @@ class MemoryWatcher:
             "seq": int(fields.get("seq", 0)),
         }
         if killed and job_pid:
-            evidence["kernel_log"] = kernel_oom_line(job_pid) or "no OOM line for this pid (or log unreadable)"
+            evidence["kernel_log"] = kernel_log_verdict(job_pid, before, after, read_kernel_log(), in_container())
         return evidence
 
     def status(self, horse_pid: int = 0) -> dict[str, Any]:

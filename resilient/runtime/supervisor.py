@@ -207,6 +207,24 @@ class _Slot:
         self.process = None
 
 
+def unless_stopped(action: Callable[[], None], stop: threading.Event) -> None:
+    """Run `action` in a thread and wait until it returns or `stop` is set. A reap pass that waits on a Redis
+    gone away (its retries take ~15 s, a reply that never comes 30 s) must not hold back the workers' stop,
+    which a container's stop grace bounds. Leaving a pass midway is as safe as a supervisor killed there:
+    each claim is one atomic step."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            action()
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="reap-pass", daemon=True).start()
+    while not done.is_set() and not stop.is_set():
+        done.wait(0.05)
+
+
 def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers: int = 0,
                    worker_args: list[str] | None = None, metrics_port: int | None = None,
                    web: WebOptions | None = None) -> int:
@@ -244,7 +262,7 @@ def run_supervisor(settings: Settings, interval: float = REAP_INTERVAL, workers:
         health.mark_alive("supervisor", "supervisor")
         if manager is not None:
             manager.tick(time.monotonic())
-        reaper.reap_or_log()
+        unless_stopped(reaper.reap_or_log, stop)
         stop.wait(interval)
     if manager is not None:
         manager.stop(settings.shutdown_grace + 5)

@@ -29,7 +29,7 @@ from ..model import Attempt, Death, Decision, Level
 from ..ops import health, logs, metrics
 from ..storage import keys
 from ..storage.codec import MsgpackSerializer
-from ..storage.connection import REDIS_AWAY, keep_trying, reason_for
+from ..storage.connection import REDIS_AWAY, impatient_client, keep_trying, reason_for
 from ..storage.durability import WriteLost
 from ..storage.store import Store
 from . import deaths
@@ -45,6 +45,7 @@ OUR_BEAT_INTERVAL = 1.0  # seconds between two of our heartbeat extras
 PRESSURE_POLL = 0.2  # seconds between two looks at memory while not taking jobs
 HEADROOM_PATIENCE = 5.0  # seconds a worker waits for its group to change before it looks at its queues again
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what the horse takes as "checkpoint and step aside"
+FAREWELL_TIMEOUT = 0.5  # seconds a stopping worker gives Redis to take its farewell writes
 T = TypeVar("T")
 
 
@@ -594,6 +595,24 @@ class ResilientWorker(Worker):
         connection.expire(keys.worker_status(self.name), self.worker_ttl + 60)
 
     # --- shutdown ---------------------------------------------------------------------------------
+    def teardown(self) -> None:
+        """RQ's farewell (unregister, unsubscribe) retries each write for ~15 s while Redis is away, so a
+        stopped worker outlived a container's stop grace. Say it through a client that does not retry, and
+        only to a Redis that answers at once: the worker's keys expire on their own otherwise."""
+        if self.is_horse:
+            super().teardown()  # type: ignore[no-untyped-call]  # untyped in RQ
+            return
+        self.connection = impatient_client(self.connection, FAREWELL_TIMEOUT)
+        try:
+            self.connection.ping()
+            super().teardown()  # type: ignore[no-untyped-call]  # untyped in RQ
+        except REDIS_AWAY as exc:
+            log.warning("left without unregistering (%s); the worker's record expires on its own", reason_for(exc))
+            if self.pubsub_thread is not None:  # RQ's subscriber (a daemon thread): leave its socket to exit
+                self.pubsub_thread.stop()
+        finally:
+            self.connection.close()
+
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]  # untyped in RQ
         self._ask_horse_to_step_aside()

@@ -90,16 +90,22 @@ def connect(url: str, *, decode_responses: bool = False) -> redis.Redis:
     return redis.Redis.from_url(url, **options)
 
 
-def check_reachable(client: redis.Redis, url: str) -> None:
-    """PING once, without retries (≤ ~5 s); raise RedisUnavailable with a plain reason if it fails."""
+def impatient_client(client: redis.Redis, timeout: float) -> redis.Redis:
+    """A client to the same server that never retries and gives up on a connect or a reply after `timeout`
+    seconds (close it after use)."""
     pool = client.connection_pool
     kwargs = {
         **pool.connection_kwargs,
         "retry": Retry(NoBackoff(), 0),
-        "socket_connect_timeout": CHECK_TIMEOUT / 2,
-        "socket_timeout": CHECK_TIMEOUT / 2,
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
     }
-    probe = redis.Redis.from_pool(redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+    return redis.Redis.from_pool(redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
+def check_reachable(client: redis.Redis, url: str) -> None:
+    """PING once, without retries (≤ ~5 s); raise RedisUnavailable with a plain reason if it fails."""
+    probe = impatient_client(client, CHECK_TIMEOUT / 2)
     try:
         probe.ping()
     except (redis.RedisError, OSError) as exc:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
+
 import pytest
 import redis
 import testjobs
@@ -44,3 +48,37 @@ def test_batch_survives_dropped_connections_pause_and_restart(own_server, tmp_pa
     finally:
         for worker in workers:
             worker.stop()
+
+
+@pytest.mark.parametrize("trouble", ["stopped", "paused"])
+def test_sigterm_ends_an_idle_worker_at_once_while_redis_is_away(own_server, tmp_path, trouble):
+    """An idle worker whose Redis is stopped (or answers nothing) exits 0 within 2 s of SIGTERM, well
+    inside a container's stop grace, instead of retrying its farewell writes for half a minute."""
+    url = own_server.url
+    worker = WorkerProcess(url, ["testjobs"], tmp_path)
+    try:
+        admin = redis.Redis.from_url(url)
+        # its status, written from its work loop: RQ's signal handlers are in place by then
+        wait_until(lambda: list(admin.scan_iter("resilient:worker:*")), what="the worker in its work loop")
+        if trouble == "stopped":
+            admin.close()
+            stop_server(own_server.data_dir)
+        else:
+            admin.client_pause(60_000, all=False)  # writes (BLMOVE, beats) wait; CLIENT LIST answers
+        wait_until(lambda: "next try in" in worker.output() or "could not connect" in worker.output()
+                   if trouble == "stopped" else True, timeout=30, what="the worker to notice the outage")
+        if trouble == "paused":
+            wait_until(lambda: any("b" in c["flags"] for c in admin.client_list()), what="the worker to block on a reply")
+        started = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        try:
+            code = worker.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the worker ignored SIGTERM for 10 s with Redis {trouble}:\n{worker.output()[-2000:]}")
+        took = time.monotonic() - started
+        assert code == 0, worker.output()[-2000:]
+        assert took < 2.0, f"SIGTERM took {took:.1f} s to end the worker with Redis {trouble}"
+    finally:
+        worker.stop()
+        if trouble == "paused":
+            redis.Redis.from_url(url).client_unpause()

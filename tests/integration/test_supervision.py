@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+import redis
 import testjobs
 from conftest import ROOT, wait_until
 
@@ -205,3 +206,35 @@ def test_what_a_job_started_ends_when_its_whole_worker_is_killed(client, redis_u
     finally:
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(30) == 0
+
+
+def test_sigterm_ends_a_supervisor_and_its_idle_workers_at_once_while_redis_is_away(redis_url, tmp_path):
+    """`supervisor --workers 2` (a container's default command) whose Redis takes no writes: SIGTERM ends it
+    and its workers, exit 0, within 2 s, though its reaper's pass waits on Redis (past a container's grace)."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}", "REDIS_URL": redis_url}
+    log = tmp_path / "supervisor.log"
+    with open(log, "wb") as out:
+        supervisor = subprocess.Popen([sys.executable, "-m", "resilient", "supervisor", "--workers", "2", "testjobs"],
+                                      env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        workers = wait_until(lambda: _worker_pids(admin) if len(_worker_pids(admin)) == 2 else None,
+                             what="two workers")
+        admin.client_pause(60_000, all=False)  # writes wait (the reaper's, the workers' dequeue); CLIENT LIST answers
+        # the supervisor's reaper and both workers blocked on a reply that will not come
+        wait_until(lambda: sum("b" in c["flags"] for c in admin.client_list()) >= 3, what="everyone blocked")
+        began = time.monotonic()
+        supervisor.send_signal(signal.SIGTERM)
+        try:
+            code = supervisor.wait(20)
+        except subprocess.TimeoutExpired:
+            code = None
+        took = time.monotonic() - began
+        assert code == 0, log.read_text(errors="replace")[-3000:]
+        assert took < 2.0, f"SIGTERM took {took:.1f} s to end the supervisor while Redis took no writes"
+        assert not any(_alive(pid) for pid in workers)
+    finally:
+        admin.client_unpause()
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()

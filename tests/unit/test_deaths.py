@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 import redis
@@ -15,9 +19,12 @@ from resilient.runtime.deaths import (
     decide,
     describe,
     exit_code_for,
+    kernel_log_verdict,
     memory_diagnosis,
     wait_evidence,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def exited(code: int) -> int:
@@ -115,3 +122,39 @@ def test_backoff_only_for_deaths_again_at_the_same_checkpoint(cause, stuck, dela
     decision = decide(Death(cause), DeathCount(stuck, 0, 4, 1), options, "q", backoff_base=1.0)
     assert decision.action == "requeue"
     assert delay_range[0] <= decision.delay <= delay_range[1]
+
+
+KILL_LINE = "Memory cgroup out of memory: Killed process 4321 (python3) total-vm:310000kB, anon-rss:290000kB"
+
+
+@pytest.mark.parametrize("log, container, before, after, verdict", [
+    (f"[  12.5] {KILL_LINE}\n", False, 0, 1, KILL_LINE),
+    (None, True, 0, 1, "kernel log not readable from inside the container; the cgroup's oom_kill counter rose 0→1"),
+    (None, False, 2, 3, "kernel log not readable (dmesg, /dev/kmsg); the cgroup's oom_kill counter rose 2→3"),
+    ("[  1.0] unrelated\n", True, 0, 1,
+     "no OOM line for pid 4321 in the kernel log (inside a container it names the host's pid); "
+     "the cgroup's oom_kill counter rose 0→1"),
+    ("[  1.0] unrelated\n", False, 1, 1, "no OOM line for pid 4321 in the kernel log; the cgroup's oom_kill "
+                                         "counter stayed at 1"),
+    (None, False, None, None, "kernel log not readable (dmesg, /dev/kmsg); the cgroup's oom_kill counter is "
+                              "unavailable"),
+])
+def test_kernel_log_verdict_says_plainly_why_there_is_no_oom_line(log, container, before, after, verdict):
+    """A kill with no kernel line to quote says why (unreadable log, a container's pid) and shows the counter."""
+    assert kernel_log_verdict(4321, before, after, log, container) == verdict
+
+
+def test_the_kernel_log_is_unreadable_without_the_right_to_read_it():
+    """Where dmesg is restricted (as for a container's user), reading the log gives None, not an empty text."""
+    if Path("/proc/sys/kernel/dmesg_restrict").read_text().strip() != "1" or os.geteuid() != 0:
+        pytest.skip("needs root (to drop to nobody) and kernel.dmesg_restrict=1")
+    system_python = shutil.which("python3", path="/usr/bin:/bin")  # the venv's may not be nobody's to run
+    if system_python is None:
+        pytest.skip("no /usr/bin/python3 to run as nobody")
+    # probe.py needs only the standard library: load it by path, as nobody cannot import the venv's packages
+    code = ("import importlib.util as u, sys; s = u.spec_from_file_location('probe', %r); "
+            "m = sys.modules['probe'] = u.module_from_spec(s); s.loader.exec_module(m); "
+            "print(m.read_kernel_log() is None)" % str(ROOT / "resilient/memory/probe.py"))
+    run = subprocess.run([system_python, "-c", code], capture_output=True, text=True, timeout=30,
+                         user=65534, group=65534, cwd="/")
+    assert run.stdout.strip() == "True", run.stderr

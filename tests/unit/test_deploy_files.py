@@ -175,6 +175,7 @@ def test_worker_service(compose) -> None:
     if "memswap_limit" in worker:  # swap off: the governor's L is all the job can use
         assert docker_bytes(worker["memswap_limit"]) == limit
     assert worker["deploy"]["replicas"] >= 2
+    assert worker["deploy"].get("mode") == "replicated", "podman-compose ignores replicas without mode: replicated"
     assert worker.get("restart") in ("always", "unless-stopped", "on-failure") or worker["deploy"].get(
         "restart_policy"
     )
@@ -185,6 +186,15 @@ def test_worker_service(compose) -> None:
     assert worker.get("stop_signal", "SIGTERM") == "SIGTERM"
     test = " ".join(as_argv(worker["healthcheck"]["test"]))
     assert "resilient health --live" in test and "resilient health --ready" in test
+
+
+def test_workers_that_share_a_container_share_its_limit(compose) -> None:
+    """N workers per container or pod form one limit group only under the container's own cgroup limit:
+    RESILIENT_MEMORY_LIMIT would give each a cgroup of its own."""
+    worker = _services(compose)["worker"]
+    assert "RESILIENT_MEMORY_LIMIT" not in env_map(worker.get("environment"))
+    (container,) = _deployment("worker")["spec"]["template"]["spec"]["containers"]
+    assert "RESILIENT_MEMORY_LIMIT" not in {e["name"] for e in container.get("env", [])}
 
 
 def test_stop_grace_period_is_longer_than_the_checkpoint_grace(compose) -> None:

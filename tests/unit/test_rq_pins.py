@@ -35,6 +35,14 @@ def test_what_a_reused_horse_sets_up_as_rqs_own_horse_does():
     assert "self.created_at" in inspect.getsource(Execution.__init__)
 
 
+def test_teardown_says_farewell_through_connection_and_pubsub():
+    """ResilientWorker.teardown swaps the connection RQ's register_death writes through for one that does not
+    retry, and, with Redis away, stops RQ's subscriber thread (pubsub_thread) without RQ's unsubscribe."""
+    assert "self.connection.pipeline()" in inspect.getsource(Worker.register_death)
+    assert "self.pubsub_thread = self.pubsub.run_in_thread(" in inspect.getsource(Worker.subscribe)
+    assert "daemon=True" in inspect.getsource(Worker.subscribe)
+
+
 def test_failures_in_the_horse_go_through_finalize_failure():
     """Preempted, stale and Redis-away exits are taken in _finalize_failure, which perform_job calls for
     every exception with (job, queue, execution, exc_info)."""
