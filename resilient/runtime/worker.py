@@ -543,6 +543,14 @@ class ResilientWorker(Worker):
         log.info("memory pressure gone: taking jobs again")
         self.heartbeat()
 
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's look at `rq suspend`, which also beats on a pipeline of its own: when Redis cannot take
+        writes it is skipped (the dequeue that follows waits for Redis, saying why)."""
+        try:
+            super().check_for_suspension(burst)
+        except REDIS_AWAY as exc:
+            log.warning("suspension check skipped: %s", reason_for(exc))
+
     def run_maintenance_tasks(self) -> None:
         """RQ's registry clean-up writes; when Redis cannot take writes it waits for the next round."""
         try:

@@ -15,7 +15,9 @@ from resilient import Client
 from resilient.config import Settings
 from resilient.errors import StaleAttempt
 from resilient.model import Death
+from resilient.runtime.memory_watch import MemoryWatcher
 from resilient.runtime.supervisor import Reaper
+from resilient.runtime.worker import ResilientWorker
 from resilient.storage.codec import encode
 from resilient.storage.server import ensure_server, stop_server
 
@@ -187,3 +189,16 @@ def test_a_hung_horse_is_stopped_by_the_stall_timeout_and_resumes(client, start_
     (death,) = [e for e in handle.events() if e["type"] == "died"]
     assert death["cause"] == "stalled"
     assert 2 <= death["evidence"]["checkpoint_age"] < 10 and death["evidence"]["stall_timeout"] == 2
+
+
+def test_the_suspension_check_outlives_redis_refusing_writes(client, redis_client, full_redis):
+    """RQ's check for `rq suspend` beats on its own pipeline each turn of the work loop: with Redis refusing
+    writes at that moment the worker carries on (its dequeue then waits for Redis) instead of quitting."""
+    settings = client.settings
+    worker = ResilientWorker(["tests"], client.connection, settings, memory=MemoryWatcher(settings))
+    try:
+        full_redis()
+        worker.check_for_suspension(burst=False)
+    finally:
+        full_redis.restore()
+        worker.memory.close()
