@@ -84,11 +84,13 @@ class HorseLine:
         return _read(self._to_horse_r)
 
 
-def attempt_message(attempt: Attempt, job_id: str, queue: str, execution_id: str, started_at: float
-                    ) -> dict[str, Any]:
-    """What a reused horse needs to run a begun attempt (the job itself it reads from Redis)."""
+def attempt_message(attempt: Attempt, job_id: str, job_record: dict[str, Any], queue: str, execution_id: str,
+                    started_at: float) -> dict[str, Any]:
+    """What a reused horse needs to run a begun attempt: `job_record`, RQ's record of the job as the parent
+    holds it (RQ's Job.to_dict()), which a fresh horse would have inherited; each value as Redis returns it."""
     checkpoint = attempt.resumes_from
-    return {"job": job_id, "queue": queue, "execution": [execution_id, started_at],
+    record = {name: value if isinstance(value, (str, bytes)) else repr(value) for name, value in job_record.items()}
+    return {"job": job_id, "record": record, "queue": queue, "execution": [execution_id, started_at],
             "attempt": [attempt.job_id, attempt.epoch, attempt.attempt, attempt.last_death,
                         asdict(checkpoint) if checkpoint is not None else None]}
 

@@ -332,7 +332,7 @@ class ResilientWorker(Worker):
     def _hand_to_reused_horse(self, job: ResilientJob, queue: Queue, line: HorseLine) -> None:
         assert self._run is not None and self._execution is not None
         execution = self._execution
-        line.hand(attempt_message(self._run.attempt, job.id, queue.name, execution.id,
+        line.hand(attempt_message(self._run.attempt, job.id, job.to_dict(), queue.name, execution.id,
                                   execution.created_at.timestamp()))
         self._horse_pid = line.pid  # RQ private (pinned in test_rq_pins): the horse RQ monitors and kills
         self._run.jobs_in_process = line.jobs
@@ -379,8 +379,9 @@ class ResilientWorker(Worker):
 
     def _take(self, message: dict[str, Any]) -> tuple[ResilientJob, Queue, Execution]:
         """In a reused horse: the job, queue, RQ execution and begun attempt the parent handed over."""
-        job = cast(ResilientJob, self.job_class.fetch(message["job"], connection=self.connection,
-                                                      serializer=self.serializer))
+        job = cast(ResilientJob, self.job_class(message["job"], connection=self.connection,
+                                                serializer=self.serializer))
+        job.restore(message["record"])  # RQ's record as the parent read it (a fresh horse inherits it)
         queue = next(q for q in self.queues if q.name == message["queue"])
         execution_id, started_at = message["execution"]
         execution = Execution(execution_id, job.id, self.connection, worker_name=self.name)

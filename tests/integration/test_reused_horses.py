@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
 import testjobs
 from conftest import wait_until
+
+from resilient import JobFailed
 
 MiB = 1024 * 1024
 
@@ -79,3 +82,15 @@ def test_a_reused_process_steps_aside_on_sigterm_mid_job(client, start_worker, r
     start_worker("--burst")
     assert second.result(timeout=60) == sum(range(200))
     assert [e["cause"] for e in second.events() if e["type"] == "died"] == ["preempted:shutdown"]
+
+
+def test_a_job_that_raises_fails_alone_and_the_process_goes_on(client, start_worker):
+    """A job's exception fails that job with its error (as in a fresh process) and the same process runs
+    the next job."""
+    failing = testjobs.raises.enqueue_call(("boom",), client=client)
+    after = testjobs.keep_in_module.enqueue_call((0,), client=client)
+    start_worker("--burst", "--jobs-per-process", "5").proc.wait(60)
+    with pytest.raises(JobFailed, match="boom"):
+        failing.result(timeout=5)
+    pid, _ = after.result(timeout=5)
+    assert int(client.store.job_fields(failing.id)["horse_pid"]) == pid
