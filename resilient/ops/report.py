@@ -36,7 +36,7 @@ def status(connection: redis.Redis, store: Store, running_limit: int | None = No
         published.append(_published(connection, w.name))
         workers.append({"name": w.name, "hostname": w.hostname, "pid": w.pid, "state": str(w.get_state()),
                         "queues": w.queue_names(), "current_job": w.get_current_job_id(),
-                        **worker_memory(published[-1])})
+                        "silent_s": _silence(published[-1]), **worker_memory(published[-1])})
     delayed = _delayed(connection)
     return {
         "queues": [{"name": q.name, "depth": q.count, "finished": q.finished_job_registry.count,
@@ -110,6 +110,12 @@ def _published(connection: redis.Redis, name: str) -> dict[str, str]:
     """The status hash the worker writes at each of its beats (empty once it has expired)."""
     status = cast(dict[bytes, bytes], connection.hgetall(keys.worker_status(name)))
     return {k.decode(): v.decode() for k, v in status.items()}
+
+
+def _silence(raw: dict[str, str]) -> float | None:
+    """Seconds since the worker last published its status (a live one does about every second; a worker
+    killed whole stays registered in RQ until its registration expires, minutes later)."""
+    return round(max(0.0, time.time() - int(raw["beat_at"])), 1) if raw.get("beat_at") else None
 
 
 def worker_memory(raw: dict[str, str]) -> dict[str, Any]:

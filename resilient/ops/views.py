@@ -20,6 +20,7 @@ def make_console() -> Console:
 
 
 console = make_console()
+SILENT_AFTER = 10.0  # seconds without a published status before a worker is shown as probably gone
 RESULT_SHOWN = 300  # characters of a completed job's result that `inspect` prints
 SIZES = {"rss", "peak_rss", "ru_maxrss", "limit"}  # evidence fields in bytes, shown as MiB
 
@@ -32,6 +33,14 @@ def _progress(job: dict[str, Any]) -> str:
     if job.get("total"):
         return f"{job['done']}/{job['total']} ({100 * job['done'] / job['total']:.0f}%)"
     return str(job.get("done", 0))
+
+
+def state_text(worker: dict[str, Any]) -> str:
+    """RQ's state, and, for a worker silent past SILENT_AFTER seconds, that it is probably gone."""
+    silent = worker.get("silent_s")
+    if silent is not None and silent > SILENT_AFTER:
+        return f"{worker['state']}, silent {silent:.0f} s (dead?)"
+    return str(worker["state"])
 
 
 def memory_text(worker: dict[str, Any]) -> str:
@@ -87,7 +96,7 @@ def print_status(data: dict[str, Any]) -> None:
     workers = Table("worker", "host", "pid", "state", "queues", "job", "RSS under its limit", "level",
                     title="Workers", caption="under a shared limit: everything the limit covers (Limit groups)")
     for w in data["workers"]:
-        workers.add_row(w["name"], w["hostname"], str(w["pid"]), w["state"], ",".join(w["queues"]),
+        workers.add_row(w["name"], w["hostname"], str(w["pid"]), state_text(w), ",".join(w["queues"]),
                         w["current_job"] or "-", memory_text(w), w["level"] or "-")
     running = Table("job", "name", "attempt", "progress", "checkpoint", "worker", "pid", title="Running jobs")
     for job in data["running"]:

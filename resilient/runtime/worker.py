@@ -594,7 +594,7 @@ class ResilientWorker(Worker):
         if memory_now["group"]:
             metrics.group(memory_now["group"], memory_now["rss"], memory_now["limit"], memory_now["horse_rss"])
         waiting_job, need = self._waiting_for or ("", Need(None))
-        status = {**memory_now, "pressure_waits": self.pressure_waits, "host": self.host,
+        status = {**memory_now, "pressure_waits": self.pressure_waits, "host": self.host, "beat_at": int(time.time()),
                   "pid": os.getpid(), "job": self._run.attempt.job_id if self._run else "",
                   "headroom_waits": self.headroom_waits, "waiting_job": waiting_job,
                   "waiting_expected": need.expected or 0}

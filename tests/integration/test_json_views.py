@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import testjobs
 from conftest import cli_json, wait_until
 
 from resilient.model import Death
+from resilient.ops.views import state_text
 from resilient.storage.store import now_ms
 
 JOB_FIELDS = {"id", "name", "queue", "status", "attempt", "done", "total", "checkpoint_seq", "checkpoint_age_s",
@@ -65,3 +69,20 @@ def test_every_state_has_the_documented_fields(client, start_worker, redis_url, 
     assert status["running"][0]["pid"] == int(client.store.job_fields(running.id)["horse_pid"])
     assert status["parked"] == 1
     assert {d["cause"] for d in status["recent_deaths"]} >= {"killed", "lost", "oom:kernel", "preempted:memory"}
+
+
+def test_a_worker_killed_whole_is_shown_silent(start_worker, redis_url):
+    """RQ keeps a SIGKILLed worker registered for minutes: status says how long it has been silent (a live
+    worker publishes every second), and the table calls it probably gone past 10 s."""
+    worker = start_worker()
+    wait_until(lambda: [w for w in cli_json(redis_url, "status")["workers"] if w["silent_s"] is not None],
+               what="the worker's first status")
+    (alive,) = cli_json(redis_url, "status")["workers"]
+    assert alive["silent_s"] < 3
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.proc.wait(10)
+    (gone,) = wait_until(lambda: [w for w in cli_json(redis_url, "status")["workers"] if w["silent_s"] >= 3],
+                         what="the killed worker to fall silent")
+    assert gone["name"] == alive["name"]
+    assert state_text({**gone, "silent_s": 42.0}) == f"{gone['state']}, silent 42 s (dead?)"
+    assert state_text(alive) == alive["state"]

@@ -131,7 +131,7 @@ function overview(data) {
               el("td", { cls: "num" }, q.finished), el("td", { cls: "num" }, done === null ? "-" : done.toFixed(1)));
   });
   const workers = data.workers.map((w) => el("tr", {},
-    el("td", {}, workerLink(w.name)), el("td", {}, w.hostname), el("td", { cls: "num" }, w.pid), el("td", {}, w.state),
+    el("td", {}, workerLink(w.name)), el("td", {}, w.hostname), el("td", { cls: "num" }, w.pid), el("td", {}, stateText(w)),
     el("td", {}, memoryBar(w.rss, w.limit, w.soft, w.hard, w.level), " ", w.limit ? `${size(w.rss)} / ${size(w.limit)}` : ""),
     el("td", { cls: `level-${w.level}` }, w.level || "-"), el("td", {}, jobLink(w.current_job))));
   const running = data.running.map((job) => {
@@ -323,7 +323,7 @@ function workerPage(w) {
   const group = w.limit_group;
   return [
     el("h1", {}, "worker ", w.name),
-    el("section", { cls: "card" }, el("dl", { cls: "kv", id: "worker" }, [["host", w.hostname], ["pid", w.pid], ["state", w.state],
+    el("section", { cls: "card" }, el("dl", { cls: "kv", id: "worker" }, [["host", w.hostname], ["pid", w.pid], ["state", stateText(w)],
       ["queues", w.queues.join(", ")], ["memory", w.limit ? [memoryBar(w.rss, w.limit, w.soft, w.hard, w.level), ` ${size(w.rss)} of ${size(w.limit)} (limit from ${w.limit_source})`] : "-"],
       ["level", w.level || "-"], ["horse RSS", size(w.horse_rss)], ["job", jobLink(w.current_job)],
       ["limit group", group ? `${group.id.slice(0, 8)}: ${group.members.length} workers, ${size(group.usage)} of ${size(group.limit)}, ${group.step_asides} step-asides` : "-"]]
@@ -379,3 +379,9 @@ async function start() {
 }
 
 start();
+
+// RQ's state, and, for a worker that has published nothing for 10 s (a live one does every second), that
+// it is probably gone: RQ keeps a worker killed whole registered for minutes (views.SILENT_AFTER).
+function stateText(w) {
+  return w.silent_s !== null && w.silent_s > 10 ? `${w.state}, silent ${Math.round(w.silent_s)} s (dead?)` : w.state;
+}
