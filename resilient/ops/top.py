@@ -13,7 +13,16 @@ from rich.table import Table
 from ..api.client import Client
 from ..model import DEFAULT_THRESHOLDS
 from . import report
-from .views import group_counts, group_name, memory_text, share_text, shared, usage_text, waits_of
+from .views import (
+    group_counts,
+    group_name,
+    memory_text,
+    more_running,
+    share_text,
+    shared,
+    usage_text,
+    waits_of,
+)
 
 BAR = 20
 RUNNING_ROWS = 30  # running jobs drawn (and read) per refresh; the table says how many more there are
@@ -72,9 +81,7 @@ def render(data: dict[str, Any], rates: Rates, now: float) -> Group:
         jobs.add_row(job["id"][:12], job["name"].rsplit(".", 1)[-1], str(job["attempt"]),
                      progress_bar(job["done"], job["total"]), "-" if rate is None else f"{rate:.1f}",
                      "-" if eta is None else f"{eta:.0f} s", "-" if age is None else f"{age:.0f} s")
-    more = data.get("running_count", len(data["running"])) - len(data["running"])
-    if more > 0 and len(data["running"]) >= RUNNING_ROWS:
-        jobs.caption, jobs.caption_justify = f"… and {more} more running (status --json lists them all)", "left"
+    jobs.caption, jobs.caption_justify = more_running(data, RUNNING_ROWS), "left"
     deaths = Table("when", "cause", "job", title="Last deaths", title_justify="left")
     for death in data["recent_deaths"]:
         deaths.add_row(datetime.fromtimestamp(int(death["at"]) / 1000).strftime("%H:%M:%S"), death["cause"],

@@ -35,6 +35,14 @@ def _progress(job: dict[str, Any]) -> str:
     return str(job.get("done", 0))
 
 
+def more_running(data: dict[str, Any], rows: int) -> str | None:
+    """The caption under a running-jobs table cut to `rows` (None when nothing was left out)."""
+    more = data.get("running_count", len(data["running"])) - len(data["running"])
+    if more > 0 and len(data["running"]) >= rows:
+        return f"… and {more} more running (status --json lists them all)"
+    return None
+
+
 def state_text(worker: dict[str, Any]) -> str:
     """RQ's state, and, for a worker silent past SILENT_AFTER seconds, that it is probably gone."""
     silent = worker.get("silent_s")
@@ -104,9 +112,7 @@ def print_status(data: dict[str, Any]) -> None:
         running.add_row(job["id"], job["name"], str(job["attempt"]), _progress(job),
                         f"seq {job['checkpoint_seq']}" + (f", {age:.0f} s ago" if age is not None else ""),
                         job["worker"] or "-", str(job.get("pid") or "-"))
-    more = data.get("running_count", len(data["running"])) - len(data["running"])
-    if more > 0 and len(data["running"]) >= STATUS_RUNNING_ROWS:
-        running.caption = f"… and {more} more running (status --json lists them all)"
+    running.caption = more_running(data, STATUS_RUNNING_ROWS)
     groups = shared(data["groups"])
     for table in (queues, workers, groups_table(groups), running) if groups else (queues, workers, running):
         console.print(table)

@@ -157,8 +157,7 @@ class ResilientWorker(Worker):
         line.close()
         with contextlib.suppress(ChildProcessError):
             os.wait4(line.pid, 0)
-        end_leftovers(line.pid, keep=self._own_children())
-        metrics.process_exited(line.pid)
+        self._after_exit(line.pid)
 
     def wait_for_horse(self) -> Any:
         """Reap the horse (or, reused, hear its "done"), then give its seat back and end what it left. RQ
@@ -176,8 +175,7 @@ class ResilientWorker(Worker):
         if pid and self._run is not None:
             self._run.group_facts = self.memory.release_seat()
         if pid and not self._horse_lives_on:
-            end_leftovers(pid, keep=self._own_children())
-            metrics.process_exited(pid)
+            self._after_exit(pid)
         self._reaped, self._horse_lives_on = None, False
         return pid, status, rusage
 
@@ -191,6 +189,11 @@ class ResilientWorker(Worker):
         if self._line is not None:
             self._line.close()
             self._line = None
+
+    def _after_exit(self, pid: int) -> None:
+        """A horse process has exited and been reaped: end what it left running, fold in its metrics."""
+        end_leftovers(pid, keep=self._own_children())
+        metrics.process_exited(pid)
 
     def _own_children(self) -> set[int]:
         """Children of the parent that are not the job's: RQ's scheduler process, when it runs one."""

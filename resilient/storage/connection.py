@@ -82,10 +82,11 @@ def connect(url: str, *, decode_responses: bool = False) -> redis.Redis:
     }
     if is_sentinel_url(url):
         return connect_sentinel(url, mask_password(url), {**options, "socket_keepalive": True})
-    if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(f"{mask_password(url)} is not a Redis URL: write redis://HOST:PORT/DB (rediss:// for TLS, "
                           "unix:///path/to.sock, redis+sentinel://HOST:26379/PRIMARY)")
-    if urlsplit(url).scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss"):
         options["socket_keepalive"] = True  # TCP only: unix sockets reject the option
     return redis.Redis.from_url(url, **options)
 

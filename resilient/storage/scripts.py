@@ -389,8 +389,21 @@ for i = count + 2, #ARGV do rows[#rows + 1] = redis.call('HMGET', job_key(ARGV[i
 return cmsgpack.pack(rows)
 """
 
+# An operator gives up on a parked job: it becomes failed with the reason, leaves the parked set, and its
+# timeline says so; its keys keep the expiry its parking gave them. 'OK', or the status that prevents it
+# ('MISSING' for no such job). KEYS: job, events, parked. ARGV: job id, reason, now (ms), events cap.
+CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= PARKED then return status or 'MISSING' end
+redis.call('HSET', KEYS[1], 'status', FAILED, 'error', ARGV[2], 'finished_at', ARGV[3])
+redis.call('HDEL', KEYS[1], 'parked_reason')
+redis.call('ZREM', KEYS[3], ARGV[1])
+add_event(KEYS[2], ARGV[4], 'type', 'cancelled', 'at', ARGV[3], 'error', ARGV[2])
+return 'OK'
+"""
+
 # Every script starts with the status names, the key names, and the timeline and retention functions.
 (ENQUEUE, BEGIN, SAVE, SET_FIELDS, ONCE, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM,
- RELEASE, FIELDS) = (_STATUSES + _NAMES + _EVENTS + _RETAIN + script for script in (
+ RELEASE, FIELDS, CANCEL) = (_STATUSES + _NAMES + _EVENTS + _RETAIN + script for script in (
     ENQUEUE, BEGIN, SAVE, SET_FIELDS, ONCE, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM,
-    RELEASE, FIELDS))
+    RELEASE, FIELDS, CANCEL))

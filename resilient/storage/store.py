@@ -17,6 +17,7 @@ from .codec import decode, decode_fields, encode
 from .durability import Durability, DurableWriter, Mark
 from .scripts import (
     BEGIN,
+    CANCEL,
     CLAIM,
     DEATH,
     ENQUEUE,
@@ -72,6 +73,7 @@ class Store:
         self._refuse = connection.register_script(REFUSE)
         self._turn_away = connection.register_script(TURN_AWAY)
         self._fields = connection.register_script(FIELDS)
+        self._cancel = connection.register_script(CANCEL)
 
     # --- enqueue side -------------------------------------------------------------------------
     def create_job(self, job_id: str, name: str, queue: str, max_attempts: int, max_stuck: int = 3,
@@ -298,28 +300,9 @@ class Store:
         return _text(reply)
 
     def cancel_parked(self, job_id: str, reason: str) -> str:
-        """Give up on a parked job: it becomes failed with `reason`, leaves the parked set, and its timeline
-        says so, in one transaction (its keys keep the expiry its parking gave them). 'OK', or the status
-        that prevents it ('MISSING' for no such job)."""
-        key = keys.job(job_id)
-        with self.r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(key)  # type: ignore[no-untyped-call]
-                    status = _text(pipe.hget(key, "status") or b"MISSING")
-                    if status != JobStatus.PARKED:
-                        return status
-                    at = now_ms()
-                    pipe.multi()
-                    pipe.hset(key, mapping={"status": JobStatus.FAILED.value, "error": reason, "finished_at": at})
-                    pipe.hdel(key, "parked_reason")
-                    pipe.zrem(keys.PARKED, job_id)
-                    pipe.rpush(keys.events(job_id), encode({"type": "cancelled", "at": str(at), "error": reason}))
-                    pipe.ltrim(keys.events(job_id), -self.event_history, -1)
-                    pipe.execute()
-                    return "OK"
-                except redis.WatchError:
-                    continue
+        """Give up on a parked job (Lua CANCEL): 'OK', or the status that prevents it ('MISSING': no such job)."""
+        return _text(self._cancel(keys=[keys.job(job_id), keys.events(job_id), keys.PARKED],
+                                  args=[job_id, reason, now_ms(), self.event_history]))
 
     # --- reading ------------------------------------------------------------------------------
     def peaks(self, job_id: str, function: str) -> tuple[int, list[int]]:
