@@ -18,6 +18,11 @@ def _log(url: str, key: str, value: str) -> None:
         r.rpush(key, value)
 
 
+def _exists(url: str, key: str) -> bool:
+    with redis.Redis.from_url(url) as r:
+        return bool(r.exists(key))
+
+
 @resilient.job(queue="tests", checkpoint_every=0.2)
 def count_items(ctx: resilient.Context, url: str, n: int, delay: float = 0.01) -> int:
     """Sums 0..n-1 with ctx.iterate; logs 'attempt:item' for every item it processes."""
@@ -293,10 +298,13 @@ def growing(ctx: resilient.Context, items: int, mb_per_item: int, delay: float =
 
 
 @resilient.job(queue="tests", checkpoint_every=0.5)
-def steady(ctx: resilient.Context, n: int, mb: int, delay: float = 0.05) -> int:
-    """Holds `mb` MiB from the start while it goes through `n` items; returns n."""
+def steady(ctx: resilient.Context, n: int, mb: int, delay: float = 0.05, gate: list[str] | None = None) -> int:
+    """Holds `mb` MiB from the start while it goes through `n` items and then, given a gate ([url, key]),
+    until that key exists (so a test can keep it running while something else happens); returns n."""
     held = b"x" * (mb * MiB)
     for _ in ctx.iterate(range(n)):
+        time.sleep(delay)
+    while gate and not _exists(*gate):
         time.sleep(delay)
     return n + 0 * len(held)
 

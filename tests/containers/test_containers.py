@@ -139,10 +139,13 @@ def test_default_command_runs_n_workers_as_one_limit_group(podman, containers, c
     the kernel kills nothing and nothing is parked."""
     name = containers.start("1000m", env={"RESILIENT_WORKERS": "3"})
     wait_until(lambda: _workers(redis_client) == 3, timeout=60, what="3 workers in the container")
-    small = [testjobs.steady.enqueue_call((60, 60), client=client) for _ in range(2)]
+    gate = [redis_url, "greedy-stepped-aside"]  # the small jobs run until the greedy one has stepped aside
+    small = [testjobs.steady.enqueue_call((60, 60, 0.05, gate), client=client) for _ in range(2)]
     wait_until(lambda: all(h.status == "running" for h in small), timeout=30, what="small jobs running")
     greedy = testjobs.growing.enqueue_call((28, 25), client=client)
 
+    wait_until(lambda: _deaths(greedy), timeout=120, what="the greedy job stepping aside")
+    redis_client.set("greedy-stepped-aside", 1)
     assert greedy.result(timeout=180) == sum(range(28))
     assert [h.result(timeout=60) for h in small] == [60, 60]
     assert not [d for h in small for d in _deaths(h)], "a small neighbour was chosen"

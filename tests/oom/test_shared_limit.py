@@ -75,8 +75,12 @@ def _preemptions(run: Run) -> list[dict]:
 def test_jobs_that_fit_alone_but_not_together_all_complete(client, start_worker, shared_cgroup, shape):
     """Three workers, one 600M limit, three jobs of ~160M each: two fit together, three do not. All finish
     with the right result, the kernel kills nothing, nothing is parked or charged, the step-asides stay
-    about one per excess job, and it takes no longer than running them two at a time."""
-    job, args = {"batches": (testjobs.batches, (4, 160)), "growing": (testjobs.growing, (16, 10))}[shape]
+    about one per excess job, and it takes no longer than running them two at a time.
+
+    The jobs keep the rule the README gives: what they allocate between safe points, together, fits
+    between the hard line and L (90M here). Batches built in 5 steps of 32M broke it: three steps at
+    once from just under the hard line reached L and the kernel killed one (seen once in ~17 runs)."""
+    job, args = {"batches": (testjobs.batches, (4, 160, 10)), "growing": (testjobs.growing, (16, 10))}[shape]
     expected = {"batches": sum(range(4)), "growing": sum(range(16))}[shape]
     pairwise = _run(client, start_worker, shared_cgroup(600), 2, [(job, args)] * 3)
     together = _run(client, start_worker, shared_cgroup(600), 3, [(job, args)] * 3)
@@ -100,11 +104,14 @@ def test_a_greedy_job_steps_aside_and_small_neighbours_never_do(client, start_wo
     group = shared_cgroup(1000)
     for _ in range(3):
         start_worker(cgroup=group.path)
-    small = [testjobs.steady.enqueue_call((60, 60), client=client) for _ in range(2)]
+    gate = [redis_url, "greedy-stepped-aside"]  # the small jobs run until the greedy one has stepped aside
+    small = [testjobs.steady.enqueue_call((60, 60, 0.05, gate), client=client) for _ in range(2)]
     wait_until(lambda: all(h.status == "running" for h in small), what="small jobs running")
     greedy = testjobs.growing.enqueue_call((28, 25), client=client)
     too_big = testjobs.declared_huge.enqueue_call((redis_url, "huge"), client=client)
 
+    wait_until(lambda: [e for e in greedy.events() if e["type"] == "died"], timeout=120, what="a step-aside")
+    redis_client.set("greedy-stepped-aside", 1)
     assert greedy.result(timeout=180) == sum(range(28))
     assert [h.result(timeout=180) for h in small] == [60] * 2
     with pytest.raises(JobParked, match="needs ~2"):
@@ -154,7 +161,7 @@ def test_status_and_metrics_show_the_group_its_waiting_job_and_step_asides(clien
     for port in ports:
         start_worker("--metrics-port", str(port), cgroup=group.path)
     wait_until(lambda: len(Worker.all(connection=client.connection)) == 2, what="2 workers registered")
-    small = testjobs.steady.enqueue_call((300, 150), client=client)
+    small = testjobs.steady.enqueue_call((300, 150, 0.05, [redis_url, "greedy-waiting"]), client=client)
     wait_until(lambda: small.status == "running", what="the small job running")
     greedy = testjobs.growing.enqueue_call((28, 25), client=client)
 
@@ -163,6 +170,7 @@ def test_status_and_metrics_show_the_group_its_waiting_job_and_step_asides(clien
         return groups[0] if groups and groups[0]["waiting"] else None
 
     shown = wait_until(waiting, timeout=60, what="the greedy job waiting for headroom")
+    client.connection.set("greedy-waiting", 1)  # the small job may end now
     assert (shown["limit"], shown["hard"]) == (1000 * MiB, int(0.85 * 1000 * MiB))
     assert shown["usage"] > 150 * MiB and shown["step_asides"] >= 1
     members = {member["job"]: member for member in shown["members"]}
