@@ -132,9 +132,9 @@ class Store:
         """Persist a checkpoint under the attempt's epoch; the new seq. `durable`: as BEGIN and FINISH are
         (RESILIENT_DURABILITY)."""
         job_id = attempt.job_id
-        script_keys = [keys.job(job_id), keys.checkpoint(job_id), keys.checkpoint_history(job_id), keys.LEASES]
+        script_keys = [keys.job(job_id), keys.checkpoint(job_id), keys.checkpoint_history(job_id)]
         args: list[Any] = [attempt.epoch, data, now_ms(), "" if done is None else done,
-                           "" if total is None else total, self.checkpoint_history, self.lease_ms, job_id]
+                           "" if total is None else total, self.checkpoint_history]
         if not durable:
             return int(_fenced(self._save(keys=script_keys, args=args), attempt))
         reply = self.durable.write(
