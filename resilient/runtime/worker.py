@@ -31,6 +31,7 @@ from ..storage import keys
 from ..storage.codec import MsgpackSerializer
 from ..storage.connection import REDIS_AWAY, impatient_client, keep_trying, reason_for
 from ..storage.durability import WriteLost
+from ..storage.spare import SpareConnection
 from ..storage.store import Store
 from . import deaths
 from .attempt import AttemptRun, Outcome, settle, thresholds_of
@@ -58,6 +59,7 @@ class ResilientWorker(Worker):
                          job_class=ResilientJob, queue_class=Queue, **kwargs)
         self.settings = settings
         self.store = Store(connection, settings)
+        self._spare = SpareConnection(connection)  # the next horse's connection, opened while one runs
         self.store.durable.tick = lambda: health.mark_alive("worker", self.name)  # while a replica is awaited
         self.memory = memory or MemoryWatcher(settings)
         self.job_monitoring_interval = max(1, int(settings.monitor_interval))
@@ -331,6 +333,8 @@ class ResilientWorker(Worker):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         if self._line is not None:
             self._line.forked(self.horse_pid)
+        self._spare.handed_over()
+        self._spare.prepare()  # for the next horse, while this one runs
 
     def _hand_to_reused_horse(self, job: ResilientJob, queue: Queue, line: HorseLine) -> None:
         assert self._run is not None and self._execution is not None
@@ -342,6 +346,7 @@ class ResilientWorker(Worker):
 
     def main_work_horse(self, job: ResilientJob, queue: Queue) -> None:  # type: ignore[override]
         die_with_parent(cast(int, self.pid))  # None only for a worker not prepared for work; ours are
+        self._spare.adopt()
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._horse_stop_requested)
         # keep our handlers: RQ's main_work_horse resets SIGTERM through this method (no option to skip it)

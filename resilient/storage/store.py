@@ -148,10 +148,12 @@ class Store:
         args: list[Any] = [attempt.epoch]
         for name, value in fields.items():
             args += [name, value]
-        reply = self._set_fields(keys=[keys.job(attempt.job_id)], args=args,
-                                 client=pipeline if pipeline is not None else self.r)
-        if pipeline is None:
-            _fenced(reply, attempt)
+        if pipeline is not None:
+            # the script's text, not a Script: redis-py runs SCRIPT EXISTS, a round trip of its own, before
+            # any pipeline that holds a Script (the server caches the compiled text by its digest)
+            pipeline.eval(SET_FIELDS, 1, keys.job(attempt.job_id), *args)
+            return
+        _fenced(self._set_fields(keys=[keys.job(attempt.job_id)], args=args), attempt)
 
     def once_result(self, job_id: str, key: str) -> bytes | None:
         """What ctx.once(key, ...) recorded for the job, or None when it has not run to its end yet."""
