@@ -591,7 +591,12 @@ class ResilientWorker(Worker):
         ours_due = now - self._our_beat_at >= OUR_BEAT_INTERVAL
         if ours_due:
             health.mark_alive("worker", self.name)  # before any Redis call: liveness must not need Redis
-        super().heartbeat(timeout, pipeline)
+        if pipeline is None:  # RQ sends its three commands one by one, three round trips, 3-4 times a job
+            with self.connection.pipeline(transaction=False) as beat:
+                super().heartbeat(timeout, beat)
+                beat.execute()
+        else:
+            super().heartbeat(timeout, pipeline)
         if not ours_due:
             return
         self._our_beat_at = now
