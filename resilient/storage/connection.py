@@ -91,16 +91,15 @@ def connect(url: str, *, decode_responses: bool = False) -> redis.Redis:
     return redis.Redis.from_url(url, **options)
 
 
+def impatient_options(timeout: float) -> dict[str, object]:
+    """Connection options that never retry and give up on a connect or a reply after `timeout` seconds."""
+    return {"retry": Retry(NoBackoff(), 0), "socket_connect_timeout": timeout, "socket_timeout": timeout}
+
+
 def impatient_client(client: redis.Redis, timeout: float) -> redis.Redis:
-    """A client to the same server that never retries and gives up on a connect or a reply after `timeout`
-    seconds (close it after use)."""
+    """A client to the same server with impatient_options (close it after use)."""
     pool = client.connection_pool
-    kwargs = {
-        **pool.connection_kwargs,
-        "retry": Retry(NoBackoff(), 0),
-        "socket_connect_timeout": timeout,
-        "socket_timeout": timeout,
-    }
+    kwargs = {**pool.connection_kwargs, **impatient_options(timeout)}
     return redis.Redis.from_pool(redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 

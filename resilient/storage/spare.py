@@ -14,11 +14,11 @@ import os
 import time
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+
+from .connection import impatient_options
 
 MAX_AGE = 10.0  # seconds: an older spare is not handed over (the server may close idle connections: `timeout`)
-CONNECT_TIMEOUT = 0.5  # one try, this long at most: the worker makes the spare while it watches a horse
+CONNECT_TIMEOUT = 0.5  # one try, this long at most for each step: the worker makes the spare while it watches a horse
 
 
 class SpareConnection:
@@ -37,14 +37,18 @@ class SpareConnection:
         if pool is None or self._connection is not None:
             return
         connection = pool.connection_class(**pool.connection_kwargs)
-        patient = connection.socket_connect_timeout, connection.retry
-        connection.socket_connect_timeout, connection.retry = CONNECT_TIMEOUT, Retry(NoBackoff(), 0)
+        impatient = impatient_options(CONNECT_TIMEOUT)  # for the connect and the HELLO/AUTH replies alike
+        patient = {name: getattr(connection, name) for name in impatient}
+        for name, value in impatient.items():
+            setattr(connection, name, value)
         try:
             connection.connect()
         except (redis.RedisError, OSError):
             connection.disconnect()
             return
-        connection.socket_connect_timeout, connection.retry = patient  # the horse's, should it reconnect
+        for name, value in patient.items():  # the horse's own, for its replies and should it reconnect
+            setattr(connection, name, value)
+        connection.update_current_socket_timeout(-1)  # the socket's timeout back to socket_timeout
         self._connection, self._made_at = connection, time.monotonic()
 
     def adopt(self) -> None:

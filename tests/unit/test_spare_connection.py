@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 import redis
@@ -15,16 +16,19 @@ from resilient.storage.spare import SpareConnection
 
 
 def _client_id_in_a_horse(client: redis.Redis, spare: SpareConnection) -> tuple[int, int]:
-    """Fork as the worker does: the child adopts the spare and reports the CLIENT ID its first command ran
-    on and the number of connections its pool made; the parent closes its copy right after the fork."""
+    """Fork as the worker does: the child adopts the spare, runs a command on it, and reports the CLIENT ID
+    of its next one and the number of connections its pool made; the parent closes its copy right after
+    the fork."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
         try:
             spare.adopt()
-            client_id = client.client_id()
-            client.ping()  # and the connection is given back to the pool and used again
+            # first a reply that takes 1 s: the spare waits as long as the client's own connections (its
+            # 0.5 s bound is for the worker making it); a timeout would reconnect it, under a new CLIENT ID
+            client.blpop(["nothing-here"], timeout=1)
+            client_id = client.client_id()  # and the connection is given back to the pool and used again
             made = client.connection_pool._created_connections
             os.write(write_end, f"{client_id} {made}".encode())
         finally:
@@ -81,3 +85,17 @@ def test_no_server_leaves_no_spare_after_one_try():
         spare.prepare()
     assert spare._connection is None and len(tries) == 1
     spare.adopt()  # nothing to adopt: the horse connects itself, as without a spare
+
+
+def test_a_server_that_never_answers_leaves_no_spare_soon():
+    """The worker makes the spare while it watches a horse: a server that takes the connection but never
+    answers HELLO must not hold it for the client's 30 s reply timeout."""
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel completes the handshake; nobody answers
+    try:
+        spare = SpareConnection(connect(f"redis://127.0.0.1:{silent.getsockname()[1]}/0"))
+        began = time.monotonic()
+        spare.prepare()
+        assert spare._connection is None
+        assert time.monotonic() - began < 3, "waited on a server that never answers"
+    finally:
+        silent.close()
