@@ -83,12 +83,6 @@ def parse_pressure(text: str) -> Pressure | None:
         return None
 
 
-def kernel_oom_line(pid: int) -> str | None:
-    """The kernel's "Killed process PID (…)" line for `pid`, from dmesg or /dev/kmsg; None if unseen."""
-    log = read_kernel_log()
-    return find_oom_line(log, pid) if log else None
-
-
 def read_kernel_log() -> str | None:
     """The kernel log's text, from dmesg or /dev/kmsg; None when neither can be read (without CAP_SYSLOG
     under kernel.dmesg_restrict, as in a container)."""
@@ -106,11 +100,12 @@ def in_container() -> bool:
         return False
 
 
-def find_oom_line(log: str, pid: int) -> str | None:
-    """The last OOM-kill line naming `pid` in a kernel log text, without its timestamp."""
+def find_oom_line(log: str | None, pid: int) -> str | None:
+    """The last OOM-kill line naming `pid` in a kernel log text (read_kernel_log), without its timestamp;
+    None when there is none, or no log."""
     needle = re.compile(rf"Killed process {int(pid)} \(")
     found = None
-    for line in log.splitlines():
+    for line in (log or "").splitlines():
         if needle.search(line):
             found = _TIMESTAMP.sub("", line).strip()
     return found

@@ -82,7 +82,7 @@ def kernel_log_verdict(pid: int, before: int | None, after: int | None, log: str
     """What the kernel log says about a horse killed with SIGKILL: its OOM line for `pid`, or, when there is
     none to quote, why not and what the cgroup's oom_kill counter shows instead. Inside a container the log
     is usually unreadable, and the kernel names the host's pid, not the one the worker knows."""
-    line = find_oom_line(log, pid) if log else None
+    line = find_oom_line(log, pid)
     if line:
         return line
     if log is None:

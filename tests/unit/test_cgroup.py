@@ -28,7 +28,7 @@ from resilient.memory.cgroup import (
     v1_mount,
 )
 from resilient.memory.limits import discover_limit
-from resilient.memory.probe import kernel_oom_line
+from resilient.memory.probe import find_oom_line, read_kernel_log
 
 
 @pytest.fixture(params=[1, 2], ids=["v1", "v2"])
@@ -252,11 +252,11 @@ def test_real_kernel_oom_kill_is_counted_and_logged(monkeypatch: pytest.MonkeyPa
         hog.stdin.close()
         assert hog.wait(timeout=30) == -9
         assert oom_kill_count(child) == 1
-        line = kernel_oom_line(hog.pid)
+        line = find_oom_line(read_kernel_log(), hog.pid)
         if _kernel_log_readable():
             assert line is not None and f"Killed process {hog.pid} (" in line
             monkeypatch.setattr(probe, "_dmesg", lambda: None)  # without dmesg, /dev/kmsg says the same
-            assert kernel_oom_line(hog.pid) == line
+            assert find_oom_line(read_kernel_log(), hog.pid) == line
     finally:
         if hog.poll() is None:
             hog.kill()

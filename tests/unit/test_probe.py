@@ -11,8 +11,8 @@ from resilient.memory.probe import (
     PAGE_SIZE,
     Pressure,
     find_oom_line,
-    kernel_oom_line,
     parse_pressure,
+    read_kernel_log,
     read_pressure,
     read_rss,
 )
@@ -96,4 +96,4 @@ def test_oom_line_without_timestamps() -> None:
 
 def test_real_kernel_log_has_no_kill_of_this_process() -> None:
     """On this host a living process has no kill line (or the log is unreadable: None either way)."""
-    assert kernel_oom_line(os.getpid()) is None
+    assert find_oom_line(read_kernel_log(), os.getpid()) is None
