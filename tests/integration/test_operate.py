@@ -159,3 +159,21 @@ def test_top_shows_a_running_jobs_progress_under_a_terminal(client, start_worker
     assert "Running jobs" in screen and handle.id[:12] in screen
     assert re.search(r"\] \d+/400", screen), "no progress bar for the job"
     assert "Workers" in screen and "Last deaths" in screen
+
+
+def test_rqs_own_tools_see_the_worker_busy_during_a_job_and_idle_after(client, start_worker, redis_url, redis_client):
+    """`rq info` reads a worker's state from its RQ record: busy while a job runs, idle once it has ended (the
+    worker sends that mark with its next beat, within half a second, not as a round trip of its own)."""
+    from rq import Worker
+
+    def state() -> str | None:
+        workers = Worker.all(connection=redis_client)
+        return workers[0].get_state() if workers else None
+
+    start_worker()
+    gate = [redis_url, "state-test-gate"]
+    handle = testjobs.steady.enqueue_call((1, 0, 0.01, gate), client=client)
+    wait_until(lambda: state() == "busy", what="rq to see the worker busy")
+    redis_client.set("state-test-gate", 1)
+    wait_until(lambda: handle.status == "completed", what="the job to complete")
+    wait_until(lambda: state() == "idle", timeout=5, what="rq to see the worker idle")

@@ -18,3 +18,15 @@ from resilient.storage.connection import mask_password
 def test_printed_urls_hide_the_whole_password(url: str, shown: str) -> None:
     """A raw '@' or '/' inside a password does not let its tail through to logs and messages."""
     assert mask_password(url) == shown
+
+
+def test_the_server_sees_resilients_connections_by_name(redis_url: str) -> None:
+    """CLIENT LIST names resilient's connections (worked out once, not read from package metadata on each)."""
+    from resilient.storage.connection import connect
+
+    client = connect(redis_url)
+    try:
+        me = client.client_info()
+        assert me["lib-name"].startswith("redis-py(resilient_v"), me
+    finally:
+        client.close()

@@ -26,6 +26,17 @@ def test_private_worker_state_we_read_and_set(redis_client):
     assert worker._horse_pid == 0
 
 
+def test_the_idle_mark_can_wait_for_the_next_beat():
+    """ResilientWorker.set_state keeps an idle mark in _state (as RQ's own does) and sends it with the next
+    beat: RQ's suspension check, at the top of every loop, beats on its own pipeline."""
+    import rq.suspension
+
+    assert "self._state = state" in inspect.getsource(Worker.set_state)
+    assert "worker.heartbeat(pipeline=pipeline)" in inspect.getsource(rq.suspension.is_suspended)
+    assert inspect.getsource(Worker.work).index("self.check_for_suspension(burst)") < inspect.getsource(
+        Worker.work).index("self.dequeue_job_and_maintain_ttl(")
+
+
 def test_what_a_reused_horse_sets_up_as_rqs_own_horse_does():
     """A reused horse runs perform_job itself for each job after its first: it marks itself a horse as
     main_work_horse does (_is_horse), and builds the execution the parent created from its id and start."""
