@@ -18,7 +18,8 @@ from .harness import Env, Proc, median, resilient_worker, rq_worker, stop_all
 from .report import Aim, Result, Row, ratio
 
 RQ_QUEUE = "rq-noop"
-AIM = 0.9
+AIM = 0.9  # enqueue, one by one and in a batch
+FORKING_AIM = 1.0
 REUSED_AIM = 2.5
 REUSE_FLAGS = ("--jobs-per-process", "100")
 
@@ -77,8 +78,8 @@ def run(env: Env) -> Result:
         "machine they share the cores with the server and the bench itself.")
     where = where_the_time_goes(env, res, rq)
     result.raw["where_the_time_goes"] = where
-    met = res >= AIM * rq
-    result.aims.append(Aim("1. throughput", f"≥ {AIM}× rq's forking Worker", ratio(res, rq), met,
+    met = res >= FORKING_AIM * rq
+    result.aims.append(Aim("1. throughput", f"≥ {FORKING_AIM}× rq's forking Worker", ratio(res, rq), met,
                            "" if met else where["summary"]))
     result.aims.append(Aim("1. throughput, reused processes", f"≥ {REUSED_AIM}× rq's forking Worker",
                            ratio(reused, rq), reused >= REUSED_AIM * rq,

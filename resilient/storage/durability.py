@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import redis
 from redis.commands.core import Script
@@ -73,7 +73,7 @@ class DurableWriter:
         self.tick: Callable[[], None] = lambda: None
         self._confirm = connection.register_script(CONFIRM)
 
-    def write(self, script: Script, keys: list[str], args: list[Any], what: str,
+    def write(self, script: Script, keys: Sequence[str | bytes], args: list[Any], what: str,
               mark: Callable[[Any], Mark | None], meanwhile: Callable[[Any], object] | None = None) -> Any:
         """Run `script`; with durability on, return once a replica has what it wrote. `mark(reply)` says how to
         see the write is still there (None: it wrote nothing); `meanwhile(reply)` runs before each confirmation

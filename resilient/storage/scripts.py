@@ -409,8 +409,11 @@ add_event(KEYS[2], ARGV[4], 'type', 'cancelled', 'at', ARGV[3], 'error', ARGV[2]
 return 'OK'
 """
 
-# Every script starts with the status names, the key names, and the timeline and retention functions.
-(ENQUEUE, BEGIN, SAVE, SET_FIELDS, ONCE, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM,
- RELEASE, FIELDS, CANCEL) = (_STATUSES + _NAMES + _EVENTS + _RETAIN + script for script in (
-    ENQUEUE, BEGIN, SAVE, SET_FIELDS, ONCE, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM,
-    RELEASE, FIELDS, CANCEL))
+# Every script starts with the status names, the key names, and the timeline and retention functions; the
+# ones a running job calls at its safe points (a save, a field write, a ctx.once record) with the status names
+# only: defining the other functions on each call took a fifth of a save's time on the server (~1.5 of 7 µs).
+(ENQUEUE, BEGIN, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM, RELEASE, FIELDS,
+ CANCEL) = (_STATUSES + _NAMES + _EVENTS + _RETAIN + script for script in (
+    ENQUEUE, BEGIN, FINISH, DEATH, REQUEUE, PROMOTE, RESCUE, REFUSE, TURN_AWAY, RENEW, CLAIM, RELEASE, FIELDS,
+    CANCEL))
+SAVE, SET_FIELDS, ONCE = (_STATUSES + script for script in (SAVE, SET_FIELDS, ONCE))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from typing import Any, cast
@@ -132,9 +133,10 @@ class Store:
         """Persist a checkpoint under the attempt's epoch; the new seq. `durable`: as BEGIN and FINISH are
         (RESILIENT_DURABILITY)."""
         job_id = attempt.job_id
-        script_keys = [keys.job(job_id), keys.checkpoint(job_id), keys.checkpoint_history(job_id)]
-        args: list[Any] = [attempt.epoch, data, now_ms(), "" if done is None else done,
-                           "" if total is None else total, self.checkpoint_history]
+        # bytes throughout: redis-py packs them as they are, and a save is the call jobs make most
+        script_keys = _checkpoint_keys(job_id)
+        args: list[Any] = [b"%d" % attempt.epoch, data, b"%d" % now_ms(), b"" if done is None else b"%d" % done,
+                           b"" if total is None else b"%d" % total, self.checkpoint_history]
         if not durable:
             return int(_fenced(self._save(keys=script_keys, args=args), attempt))
         reply = self.durable.write(
@@ -419,6 +421,12 @@ def _packed_hash(fields: dict[str, Any]) -> bytes:
 
 def _flat(fields: dict[str, Any]) -> list[Any]:
     return [item for pair in fields.items() for item in pair]
+
+
+@functools.lru_cache(maxsize=64)
+def _checkpoint_keys(job_id: str) -> tuple[bytes, ...]:
+    """The keys a save writes, encoded once per job (a long job saves thousands of times)."""
+    return tuple(name(job_id).encode() for name in (keys.job, keys.checkpoint, keys.checkpoint_history))
 
 
 def _fenced(reply: Any, attempt: Attempt) -> Any:
