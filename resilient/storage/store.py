@@ -138,11 +138,20 @@ class Store:
         args: list[Any] = [b"%d" % attempt.epoch, data, b"%d" % now_ms(), b"" if done is None else b"%d" % done,
                            b"" if total is None else b"%d" % total, self.checkpoint_history]
         if not durable:
-            return int(_fenced(self._save(keys=script_keys, args=args), attempt))
+            return int(_fenced(self._run_save(script_keys, args), attempt))
         reply = self.durable.write(
             self._save, script_keys, args, f"checkpoint of job {job_id}",
             lambda r: None if _text(r) == STALE else (keys.checkpoint(job_id), {"epoch": attempt.epoch, "seq": r}))
         return int(_fenced(reply, attempt))
+
+    def _run_save(self, script_keys: tuple[bytes, ...], args: list[Any]) -> Any:
+        """SAVE as one EVALSHA command: redis-py's Script call took ~8 µs more than the command itself, a
+        tenth of a save's time here. The Script loads it when the server does not have it (a restart)."""
+        try:
+            return self.r.execute_command(  # type: ignore[no-untyped-call]  # untyped in redis-py
+                "EVALSHA", self._save.sha, len(script_keys), *script_keys, *args)
+        except redis.exceptions.NoScriptError:
+            return self._save(keys=script_keys, args=args)
 
     def set_fields(self, attempt: Attempt, pipeline: Any = None, **fields: Any) -> None:
         """Fenced HSET of plain fields (progress, horse pid). With `pipeline`, queued there, its reply unread

@@ -60,6 +60,16 @@ def test_save_persists_when_due_or_forced(client):
     assert client.store.load_checkpoint("ctx-job").seq == 2
 
 
+def test_a_save_persists_after_the_server_lost_its_scripts(client, redis_client):
+    """A save sends SAVE by its digest alone; a server that lost its scripts (restarted, SCRIPT FLUSH) is
+    given the script again and the save goes through."""
+    ctx = _context(client, _attempt(client, "ctx-flushed"), Clock())
+    ctx.save({"n": 1}, force=True)
+    redis_client.script_flush()
+    ctx.save({"n": 2}, force=True)
+    assert ctx.seq == 2 and client.store.load_checkpoint("ctx-flushed").seq == 2
+
+
 def test_a_bad_state_fails_at_save_and_persists_nothing(client):
     clock = Clock()
     ctx = _context(client, _attempt(client), clock)
