@@ -58,7 +58,7 @@ class DirectScript(Script):
                  client: Any = None) -> Any:
         if client is not None:
             return super().__call__(keys, args, client)
-        keys, args = keys or (), args or ()
+        keys, args = keys or (), tuple(args or ())  # a tuple: the fallback below sends the arguments again
         try:
             return self.registered_client.execute_command(  # type: ignore[no-untyped-call]  # untyped in redis-py
                 "EVALSHA", self.sha, len(keys), *keys, *args)

@@ -168,3 +168,13 @@ def test_a_superseded_attempt_cannot_record_an_effect(client):
     with pytest.raises(StaleAttempt):
         _context(client, first, Clock()).once("mail", lambda: "old")
     assert _context(client, second, Clock()).once("mail", lambda: "new") == "new"
+
+
+def test_a_direct_script_sends_its_arguments_whole_after_the_server_lost_it(redis_client):
+    """DirectScript's fallback (the script loaded again) gets the same arguments as the first try, even
+    from a one-shot iterable."""
+    from resilient.storage.store import DirectScript
+
+    echo = DirectScript(redis_client, "return ARGV")
+    redis_client.script_flush()
+    assert echo(keys=(), args=(str(n) for n in range(3))) == [b"0", b"1", b"2"]

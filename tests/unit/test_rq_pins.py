@@ -33,8 +33,8 @@ def test_the_idle_mark_can_wait_for_the_next_beat():
 
     assert "self._state = state" in inspect.getsource(Worker.set_state)
     assert "worker.heartbeat(pipeline=pipeline)" in inspect.getsource(rq.suspension.is_suspended)
-    assert inspect.getsource(Worker.work).index("self.check_for_suspension(burst)") < inspect.getsource(
-        Worker.work).index("self.dequeue_job_and_maintain_ttl(")
+    loop = inspect.getsource(Worker.work)
+    assert loop.index("self.check_for_suspension(burst)") < loop.index("self.dequeue_job_and_maintain_ttl(")
 
 
 def test_what_a_reused_horse_sets_up_as_rqs_own_horse_does():
