@@ -15,7 +15,13 @@ import redis
 from redis._parsers.base import BaseParser as _RedisParser
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.driver_info import DriverInfo
-from redis.exceptions import AuthenticationError, OutOfMemoryError, ReadOnlyError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -65,9 +71,11 @@ class NoReplicasError(ResponseError):
 _RedisParser.EXCEPTION_CLASSES["NOREPLICAS"] = NoReplicasError
 
 # Redis cannot take our writes for now: unreachable, out of memory (maxmemory with noeviction), a replica
-# after a failover, or a primary short of in-sync replicas. None of it is the job's fault: wait, and resume
-# from the last checkpoint.
-REDIS_AWAY = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError, NoReplicasError)
+# after a failover, a primary short of in-sync replicas, or a server that lost a script between redis-py
+# loading it and running it (a failover in between: redis-py's Script reloads once, then raises). None of it
+# is the job's fault: wait, and resume from the last checkpoint.
+REDIS_AWAY = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError, NoReplicasError,
+              NoScriptError)
 
 REFUSED = (
     "connection refused — is the server running? start one or unset REDIS_URL to use the embedded server"
@@ -204,6 +212,8 @@ def reason_for(exc: BaseException) -> str:
                 "or lagging?)")
     if isinstance(exc, ReadOnlyError):
         return "Redis is a read-only replica now (failover?): waiting for a writable primary"
+    if isinstance(exc, NoScriptError):
+        return "Redis lost a script between loading it and running it (a failover under way?)"
     if isinstance(exc, MasterNotFoundError):
         return "the sentinels name no reachable primary (a failover under way?)"
     if isinstance(exc, AuthenticationError) or (
